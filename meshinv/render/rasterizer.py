@@ -1,0 +1,156 @@
+"""Visibility: which face is nearest at each pixel centre. Not differentiable, by nature.
+
+Input vertices are in normalised device coordinates (NDC): x to the right, y upwards, each spanning
+[-1, 1] across the image, larger z nearer the viewer. Pixel (i, j) of an H x W image has its centre
+at x = (2j + 1)/W - 1, y = 1 - (2i + 1)/H (meshinv.geometry.camera.pixel_centers).
+
+Work is bounded by each face's pixel footprint: every face enumerates only the pixel centres inside
+its clipped bounding box, so the cost grows with the covered area, not with pixels x faces. The
+(face, pixel) candidates are processed in chunks of at most `chunk_size`, so a face that covers the
+whole image is still handled in bounded memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+DEFAULT_CHUNK_SIZE = 1 << 21  # (face, pixel) candidates per chunk: ~100 MB of temporaries
+
+
+@dataclass(frozen=True)
+class Fragments:
+    """Result of rasterisation (no gradients).
+
+    face_index  (B, H, W) long: index into `faces` of the nearest face covering the pixel centre,
+                -1 where no face covers it.
+    depth       (B, H, W): NDC z of that face at the pixel centre (larger = nearer), 0 on background.
+    """
+
+    face_index: torch.Tensor
+    depth: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, 1, H, W) 1 where a face covers the pixel centre, else 0."""
+        return (self.face_index >= 0).unsqueeze(1).to(self.depth.dtype)
+
+
+def as_image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """An int or (H, W) -> (H, W)."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
+
+
+def pixel_boxes(face_xy: torch.Tensor, height: int, width: int, margin: float = 0.0):
+    """Clipped ranges of pixel rows/columns whose centres lie in each face's bounding box.
+
+    face_xy: (..., 3, 2) NDC positions of the face corners; `margin` (NDC units) grows the box.
+    Returns (row0, col0, rows, cols) long tensors of shape (...); rows/cols are 0 for faces that
+    are off-screen.
+    """
+    x, y = face_xy[..., 0], face_xy[..., 1]
+    xmin, xmax = x.min(-1).values - margin, x.max(-1).values + margin
+    ymin, ymax = y.min(-1).values - margin, y.max(-1).values + margin
+    # Centre of column j: x = (2j+1)/W - 1  <=>  j = (x + 1) W / 2 - 1/2 (rows likewise, y flipped).
+    col0 = torch.ceil((xmin + 1) * width / 2 - 0.5).clamp(min=0)
+    col1 = torch.floor((xmax + 1) * width / 2 - 0.5).clamp(max=width - 1)
+    row0 = torch.ceil((1 - ymax) * height / 2 - 0.5).clamp(min=0)
+    row1 = torch.floor((1 - ymin) * height / 2 - 0.5).clamp(max=height - 1)
+    rows = (row1 - row0 + 1).clamp(min=0)
+    cols = (col1 - col0 + 1).clamp(min=0)
+    finite = torch.isfinite(face_xy).all(-1).all(-1)
+    rows = torch.where(finite, rows, torch.zeros_like(rows))
+    cols = torch.where(finite, cols, torch.zeros_like(cols))
+    zero = torch.zeros_like(row0)
+    row0 = torch.where(finite, row0, zero)
+    col0 = torch.where(finite, col0, zero)
+    return row0.long(), col0.long(), rows.long(), cols.long()
+
+
+def face_pixel_candidates(row0, col0, rows, cols, chunk_size: int = DEFAULT_CHUNK_SIZE
+                          ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Enumerate (face, row, col) for every pixel in every face's box, in chunks.
+
+    Inputs are flat (N,) tensors from pixel_boxes (N = batch x faces). Yields (face (n,), row (n,),
+    col (n,)) long tensors with n <= chunk_size; `face` indexes the flat input.
+    """
+    counts = rows * cols
+    faces = torch.nonzero(counts > 0).squeeze(1)
+    if faces.numel() == 0:
+        return
+    counts = counts[faces]
+    ends = torch.cumsum(counts, 0)
+    starts = ends - counts
+    row0, col0, cols = row0[faces], col0[faces], cols[faces]
+    total = int(ends[-1])
+    for start in range(0, total, chunk_size):
+        candidate = torch.arange(start, min(start + chunk_size, total), device=counts.device)
+        owner = torch.searchsorted(ends, candidate, right=True)
+        local = candidate - starts[owner]
+        width = cols[owner]
+        yield faces[owner], row0[owner] + local // width, col0[owner] + local % width
+
+
+def barycentric_planes(face_xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear functions w_k(x, y) = a_k x + b_k y + c_k giving each face's barycentric coordinates.
+
+    face_xy: (..., 3, 2). Returns planes (..., 3, 3) [k, (a, b, c)] and the doubled signed area
+    (...,) (positive for counter-clockwise faces in NDC).
+    """
+    x, y = face_xy[..., 0], face_xy[..., 1]
+    x1, x2 = x.roll(-1, -1), x.roll(-2, -1)  # the two other corners of each corner k
+    y1, y2 = y.roll(-1, -1), y.roll(-2, -1)
+    area2 = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (x[..., 2] - x[..., 0]) * (y[..., 1] - y[..., 0])
+    a, b, c = y1 - y2, x2 - x1, x1 * y2 - x2 * y1
+    safe = torch.where(area2.abs() > 0, area2, torch.ones_like(area2))[..., None]
+    return torch.stack([a / safe, b / safe, c / safe], dim=-1), area2
+
+
+@torch.no_grad()
+def rasterize(vertices: torch.Tensor, faces: torch.Tensor, image_size: int | tuple[int, int],
+              cull_backfaces: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Fragments:
+    """Nearest face per pixel centre (a z-buffer).
+
+    vertices: (B, V, 3) NDC; faces: (F, 3) long. A pixel centre on a face's edge counts as inside.
+    Faces with zero area or non-finite vertices are skipped; with `cull_backfaces`, so are faces
+    that are clockwise in NDC (facing away for outward-oriented meshes). Exactly equal depths are
+    resolved towards the larger face index.
+    """
+    height, width = as_image_size(image_size)
+    batch, n_faces = vertices.shape[0], faces.shape[0]
+    face_xyz = vertices.detach()[:, faces]  # (B, F, 3, 3)
+    planes, area2 = barycentric_planes(face_xyz[..., :2])
+    valid = area2 > 0 if cull_backfaces else area2 != 0
+    # Depth is linear in (x, y) over a face: z = sum_k w_k(x, y) z_k.
+    depth_plane = (planes * face_xyz[..., 2:3]).sum(-2)  # (B, F, 3)
+    coeffs = torch.cat([planes.flatten(-2), depth_plane], dim=-1).reshape(batch * n_faces, 12)
+
+    row0, col0, rows, cols = pixel_boxes(face_xyz[..., :2], height, width)
+    rows = rows * valid
+    best_depth = torch.full((batch * height * width,), -math.inf, dtype=vertices.dtype, device=vertices.device)
+    best_face = torch.full((batch * height * width,), -1, dtype=torch.long, device=vertices.device)
+    for face, row, col in face_pixel_candidates(row0.flatten(), col0.flatten(), rows.flatten(), cols.flatten(), chunk_size):
+        px = (2 * col + 1).to(vertices.dtype) / width - 1
+        py = 1 - (2 * row + 1).to(vertices.dtype) / height
+        k = coeffs[face]
+        w0 = k[:, 0] * px + k[:, 1] * py + k[:, 2]
+        w1 = k[:, 3] * px + k[:, 4] * py + k[:, 5]
+        w2 = k[:, 6] * px + k[:, 7] * py + k[:, 8]
+        inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
+        depth = (k[:, 9] * px + k[:, 10] * py + k[:, 11])[inside]
+        face = face[inside]
+        pixel = (face // n_faces) * (height * width) + row[inside] * width + col[inside]
+        best_depth.scatter_reduce_(0, pixel, depth, reduce="amax")
+        won = depth >= best_depth[pixel]
+        pixel, face = pixel[won], face[won] % n_faces
+        best_face[pixel] = -1  # the winner is in this chunk: forget an earlier chunk's face
+        best_face.scatter_reduce_(0, pixel, face, reduce="amax")
+    covered = best_face >= 0
+    depth = torch.where(covered, best_depth, torch.zeros_like(best_depth))
+    return Fragments(best_face.reshape(batch, height, width), depth.reshape(batch, height, width))

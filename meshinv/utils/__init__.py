@@ -1,0 +1,1 @@
+"""Generic helpers with no knowledge of the method: files, logging, configs, weights."""

@@ -1,0 +1,202 @@
+"""YAML files mapped onto typed dataclasses.
+
+A config class is a (nested) dataclass whose fields carry type hints and defaults. A YAML file sets
+any subset of the fields; `--set section.key=value` overrides any key after that (the value is
+parsed as YAML, so `--set train.lr=1e-4`, `--set data.views=[0,90]` and `--set out=null` work).
+Unknown keys and values of the wrong type are errors that name the key, so a typo fails at once
+instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import yaml
+
+from .io import save_text
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the config class."""
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the type hint `tp`, converting where YAML is looser (int -> float)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: {value!r} matches none of {tp}: " + "; ".join(errors))
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if _is_dataclass_type(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, Sequence) or tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if args and len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args or [Any] * len(value))))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported config type {tp}")
+
+
+def from_dict(cls: type[T], data: dict, where: str = "") -> T:
+    """Build the dataclass `cls` from a nested dict, rejecting unknown keys."""
+    if data is None:
+        data = {}
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys{' of ' + where if where else ''}: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _convert(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """The plain nested dict of a config (tuples become lists so that YAML stays plain)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one `a.b.c=value` override to a nested dict in place (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} is not of the form key=value")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() != "" else ""
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
+    """Defaults of `cls`, updated by the YAML file at `path`, then by `overrides` (key=value)."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        with open(path) as f:
+            loaded = yaml.safe_load(f)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = loaded or {}
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        source = f"{path}" if path is not None else "defaults"
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def dump_config(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Any, path: str | os.PathLike) -> None:
+    """Write the resolved config (atomically) so that a run can be reproduced from its folder."""
+    save_text(path, dump_config(cfg))
+
+
+def parse_cli(cls: type[T], description: str, argv: Sequence[str] | None = None) -> tuple[T, argparse.Namespace]:
+    """The shared command line of our scripts: --config FILE, --set key=value ..., --dry-run.
+
+    Returns the resolved config and the parsed arguments. With --dry-run the resolved config is
+    printed and the process exits, so that a user can see what a run would use.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help="YAML config file (keys not given keep their defaults)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config key, e.g. --set render.image_size=128 (repeatable)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(cls, args.config, args.overrides)
+    except ConfigError as e:
+        parser.error(str(e))
+    if args.dry_run:
+        print(dump_config(cfg), end="")
+        raise SystemExit(0)
+    return cfg, args

@@ -1,0 +1,18 @@
+"""One place to configure logging for scripts; library modules only call logging.getLogger."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: str | int = "INFO", log_file: str | os.PathLike | None = None) -> None:
+    """Log to stderr, and also to `log_file` when given (its folder is created)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=level, format=_FORMAT, handlers=handlers, force=True)
