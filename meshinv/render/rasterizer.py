@@ -73,6 +73,29 @@ def pixel_boxes(face_xy: torch.Tensor, height: int, width: int, margin: float = 
     return row0.long(), col0.long(), rows.long(), cols.long()
 
 
+def enumerate_ranges(counts: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Enumerate (owner, k) for k = 0..counts[owner]-1 over all owners, in chunks.
+
+    counts: (N,) long. Yields (owner (n,), k (n,)) with n <= chunk_size, owners ascending, so that
+    a single owner with a huge count is split across chunks and memory stays bounded.
+    """
+    owners = torch.nonzero(counts > 0).squeeze(1)
+    if owners.numel() == 0:
+        return
+    counts = counts[owners]
+    ends = torch.cumsum(counts, 0)
+    total = int(ends[-1])
+    if total <= chunk_size:  # the common case: one pass, no search
+        owner = torch.repeat_interleave(torch.arange(len(owners), device=counts.device), counts, output_size=total)
+        yield owners[owner], torch.arange(total, device=counts.device) - (ends - counts)[owner]
+        return
+    for start in range(0, total, chunk_size):
+        item = torch.arange(start, min(start + chunk_size, total), device=counts.device)
+        owner = torch.searchsorted(ends, item, right=True)
+        yield owners[owner], item - (ends - counts)[owner]
+
+
 def face_pixel_candidates(row0, col0, rows, cols, chunk_size: int = DEFAULT_CHUNK_SIZE
                           ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Enumerate (face, row, col) for every pixel in every face's box, in chunks.
@@ -80,21 +103,9 @@ def face_pixel_candidates(row0, col0, rows, cols, chunk_size: int = DEFAULT_CHUN
     Inputs are flat (N,) tensors from pixel_boxes (N = batch x faces). Yields (face (n,), row (n,),
     col (n,)) long tensors with n <= chunk_size; `face` indexes the flat input.
     """
-    counts = rows * cols
-    faces = torch.nonzero(counts > 0).squeeze(1)
-    if faces.numel() == 0:
-        return
-    counts = counts[faces]
-    ends = torch.cumsum(counts, 0)
-    starts = ends - counts
-    row0, col0, cols = row0[faces], col0[faces], cols[faces]
-    total = int(ends[-1])
-    for start in range(0, total, chunk_size):
-        candidate = torch.arange(start, min(start + chunk_size, total), device=counts.device)
-        owner = torch.searchsorted(ends, candidate, right=True)
-        local = candidate - starts[owner]
-        width = cols[owner]
-        yield faces[owner], row0[owner] + local // width, col0[owner] + local % width
+    for face, k in enumerate_ranges(rows * cols, chunk_size):
+        width = cols[face]
+        yield face, row0[face] + k // width, col0[face] + k % width
 
 
 def barycentric_planes(face_xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +123,26 @@ def barycentric_planes(face_xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return torch.stack([a / safe, b / safe, c / safe], dim=-1), area2
 
 
+def _row_spans(planes: torch.Tensor, y: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last column whose pixel centre lies inside each face on a pixel row.
+
+    planes (N, 3, 3) barycentric planes (normalised by the signed area, so inside = all w_k >= 0),
+    y (N,) the row's NDC y. Each w_k >= 0 bounds x from one side: x >= (or <=) -(b_k y + c_k)/a_k.
+    """
+    a = planes[..., 0]
+    rest = planes[..., 1] * y[:, None] + planes[..., 2]
+    bound = -rest / torch.where(a == 0, torch.ones_like(a), a)
+    inf = torch.full_like(bound, math.inf)
+    x_lo = torch.where(a > 0, bound, -inf).max(-1).values
+    x_hi = torch.where(a < 0, bound, inf).min(-1).values
+    # A horizontal edge (a_k = 0) admits the whole row or none of it.
+    outside = ((a == 0) & (rest < 0)).any(-1)
+    col_lo = torch.ceil((x_lo + 1) * width / 2 - 0.5).clamp(min=0)
+    col_hi = torch.floor((x_hi + 1) * width / 2 - 0.5).clamp(max=width - 1)
+    col_hi = torch.where(outside, col_lo - 1, col_hi)
+    return col_lo.long(), col_hi.long()
+
+
 @torch.no_grad()
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, image_size: int | tuple[int, int],
               cull_backfaces: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Fragments:
@@ -121,36 +152,43 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, image_size: int | tup
     Faces with zero area or non-finite vertices are skipped; with `cull_backfaces`, so are faces
     that are clockwise in NDC (facing away for outward-oriented meshes). Exactly equal depths are
     resolved towards the larger face index.
+
+    Each face visits the pixel rows of its bounding box and, per row, only the span of columns
+    whose centres are inside it, so the work is proportional to the covered pixels.
     """
     height, width = as_image_size(image_size)
     batch, n_faces = vertices.shape[0], faces.shape[0]
-    face_xyz = vertices.detach()[:, faces]  # (B, F, 3, 3)
+    face_xyz = vertices.detach()[:, faces].reshape(batch * n_faces, 3, 3)
     planes, area2 = barycentric_planes(face_xyz[..., :2])
     valid = area2 > 0 if cull_backfaces else area2 != 0
-    # Depth is linear in (x, y) over a face: z = sum_k w_k(x, y) z_k.
-    depth_plane = (planes * face_xyz[..., 2:3]).sum(-2)  # (B, F, 3)
-    coeffs = torch.cat([planes.flatten(-2), depth_plane], dim=-1).reshape(batch * n_faces, 12)
-
-    row0, col0, rows, cols = pixel_boxes(face_xyz[..., :2], height, width)
+    # Depth is linear in (x, y) over a face: z = sum_k w_k(x, y) z_k = dx x + dy y + d0.
+    depth_plane = (planes * face_xyz[..., 2:3]).sum(-2)  # (N, 3)
+    row0, _, rows, _ = pixel_boxes(face_xyz[..., :2], height, width)
     rows = rows * valid
+
     best_depth = torch.full((batch * height * width,), -math.inf, dtype=vertices.dtype, device=vertices.device)
     best_face = torch.full((batch * height * width,), -1, dtype=torch.long, device=vertices.device)
-    for face, row, col in face_pixel_candidates(row0.flatten(), col0.flatten(), rows.flatten(), cols.flatten(), chunk_size):
-        px = (2 * col + 1).to(vertices.dtype) / width - 1
-        py = 1 - (2 * row + 1).to(vertices.dtype) / height
-        k = coeffs[face]
-        w0 = k[:, 0] * px + k[:, 1] * py + k[:, 2]
-        w1 = k[:, 3] * px + k[:, 4] * py + k[:, 5]
-        w2 = k[:, 6] * px + k[:, 7] * py + k[:, 8]
-        inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
-        depth = (k[:, 9] * px + k[:, 10] * py + k[:, 11])[inside]
-        face = face[inside]
-        pixel = (face // n_faces) * (height * width) + row[inside] * width + col[inside]
-        best_depth.scatter_reduce_(0, pixel, depth, reduce="amax")
-        won = depth >= best_depth[pixel]
-        pixel, face = pixel[won], face[won] % n_faces
-        best_face[pixel] = -1  # the winner is in this chunk: forget an earlier chunk's face
-        best_face.scatter_reduce_(0, pixel, face, reduce="amax")
+    # Spans: one per (face, row) of the face's box. Their count is small (about faces x rows).
+    for span_face, k in enumerate_ranges(rows, chunk_size):
+        span_row = row0[span_face] + k
+        span_y = 1 - (2 * span_row + 1).to(vertices.dtype) / height
+        col_lo, col_hi = _row_spans(planes[span_face], span_y, width)
+        span_len = (col_hi - col_lo + 1).clamp(min=0)
+        plane = depth_plane[span_face]
+        # Depth at the span's first pixel centre and its step per column.
+        x_lo = (2 * col_lo + 1).to(vertices.dtype) / width - 1
+        span_depth = plane[:, 0] * x_lo + plane[:, 1] * span_y + plane[:, 2]
+        span_step = plane[:, 0] * (2.0 / width)
+        span_pixel = (span_face // n_faces) * (height * width) + span_row * width + col_lo
+        for span, offset in enumerate_ranges(span_len, chunk_size):
+            pixel = span_pixel[span] + offset
+            depth = span_depth[span] + span_step[span] * offset.to(vertices.dtype)
+            face = span_face[span] % n_faces
+            best_depth.scatter_reduce_(0, pixel, depth, reduce="amax")
+            won = depth >= best_depth[pixel]
+            pixel, face = pixel[won], face[won]
+            best_face[pixel] = -1  # the winner is in this chunk: forget an earlier chunk's face
+            best_face.scatter_reduce_(0, pixel, face, reduce="amax")
     covered = best_face >= 0
     depth = torch.where(covered, best_depth, torch.zeros_like(best_depth))
     return Fragments(best_face.reshape(batch, height, width), depth.reshape(batch, height, width))

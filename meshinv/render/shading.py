@@ -57,9 +57,9 @@ def covered_pixels(vertices: torch.Tensor, faces: torch.Tensor, face_index: torc
     image = pixel // (height * width)
     within = pixel % (height * width)
     row, col = within // width, within % width
-    corners = faces[face]  # (P, 3)
-    face_xy = vertices[image[:, None], corners][..., :2]  # (P, 3, 2)
-    planes, _ = barycentric_planes(face_xy)  # (P, 3, 3)
+    # Planes per face (cheap: B x F), differentiable, then gathered for each covered pixel.
+    planes, _ = barycentric_planes(vertices[:, faces][..., :2])  # (B, F, 3, 3)
+    planes = planes[image, face]  # (P, 3, 3)
     px = ((2 * col + 1).to(vertices.dtype) / width - 1)[:, None]
     py = (1 - (2 * row + 1).to(vertices.dtype) / height)[:, None]
     bary = planes[..., 0] * px + planes[..., 1] * py + planes[..., 2]

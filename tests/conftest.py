@@ -1,0 +1,46 @@
+"""Shared test fixtures.
+
+Reference fixtures from the original implementation live in $MESHINV_REFERENCE_DIR (default:
+../shared/reference relative to the repository root); tests find files by pattern and skip, with
+the reason, when the folder is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def reference_dir() -> Path:
+    return Path(os.environ.get("MESHINV_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
+
+
+def reference_files(pattern: str) -> list[Path]:
+    """Files in the reference folder matching `pattern`, sorted; empty when the folder is absent."""
+    folder = reference_dir()
+    return sorted(folder.glob(pattern)) if folder.is_dir() else []
+
+
+@pytest.fixture
+def reference_path():
+    """reference_path('name') -> Path of a reference file, skipping the test if it is missing."""
+
+    def get(name: str) -> Path:
+        path = reference_dir() / name
+        if not path.is_file():
+            pytest.skip(f"reference fixture {path} not found (set MESHINV_REFERENCE_DIR)")
+        return path
+
+    return get
+
+
+def cuda_devices() -> list[str]:
+    return ["cuda"] if torch.cuda.is_available() else []
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
