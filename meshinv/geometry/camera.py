@@ -196,3 +196,18 @@ class WeakPerspectiveCamera:
         flip_q = self.quaternion.new_tensor([1.0, 1.0, -1.0, -1.0])
         flip_t = self.translation.new_tensor([-1.0, 1.0])
         return WeakPerspectiveCamera(self.scale, self.translation * flip_t, self.quaternion * flip_q)
+
+
+# Canonical pose of the evaluation's novel views: Euler xyz (0, -90, 90 - 30) degrees (scipy
+# convention), i.e. the original's default_orientation = 30.
+CANONICAL_EULER_XYZ_DEG = (0.0, -90.0, 60.0)
+
+
+def turntable_quaternions(azimuths_deg, canonical_euler_xyz_deg=CANONICAL_EULER_XYZ_DEG,
+                          dtype=torch.float32, device=None) -> torch.Tensor:
+    """(N, 4) quaternions q = q_y(azimuth) * q_canonical: the canonical pose turned about the
+    vertical axis by each azimuth (the original's FID_12 / FID_10 novel views)."""
+    azimuths = torch.as_tensor(azimuths_deg, dtype=torch.float64).reshape(-1)
+    canonical = euler_to_matrix(torch.tensor(canonical_euler_xyz_deg, dtype=torch.float64), "xyz", degrees=True)
+    rotations = rotation_about_y(azimuths, degrees=True) @ canonical
+    return matrix_to_quaternion(rotations).to(dtype=dtype, device=device)
