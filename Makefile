@@ -12,7 +12,6 @@ install: $(STAMP)
 
 $(STAMP): setup.py requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt
 	$(PY) -m pip install -e '.[dev,fid]'
 	touch $(STAMP)

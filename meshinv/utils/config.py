@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -28,6 +29,22 @@ log = logging.getLogger(__name__)
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the config class."""
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads exponent floats without a dot or exponent sign (`1e-4`, `1.0e5`)
+    as floats, as YAML 1.2 does; PyYAML's YAML 1.1 rules would make them strings."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(stream: Any) -> Any:
+    return yaml.load(stream, Loader=_YamlLoader)
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -144,7 +161,7 @@ def apply_override(data: dict, assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {assignment!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() != "" else ""
+    node[parts[-1]] = _yaml_load(raw) if raw.strip() != "" else ""
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
@@ -155,7 +172,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         with open(path) as f:
-            loaded = yaml.safe_load(f)
+            loaded = _yaml_load(f)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded or {}
