@@ -27,7 +27,9 @@ def _squared_distance_to_triangles(p: torch.Tensor, tri: torch.Tensor) -> torch.
     nearest = rel - t[..., None] * edge
     edge_d2 = (nearest * nearest).sum(-1).min(dim=1).values
     cross = edge[..., 0] * rel[..., 1] - edge[..., 1] * rel[..., 0]  # which side of each edge
-    inside = (cross >= 0).all(1) | (cross <= 0).all(1)
+    # All three cross products vanish only for a zero-area triangle (at any p, if it is collapsed to
+    # a point): that is no interior, and the edge distance alone is right.
+    inside = ((cross >= 0).all(1) | (cross <= 0).all(1)) & (cross != 0).any(1)
     return torch.where(inside, torch.zeros_like(edge_d2), edge_d2)
 
 
