@@ -109,32 +109,37 @@ def face_pixel_candidates(row0, col0, rows, cols, chunk_size: int = DEFAULT_CHUN
 
 
 def barycentric_planes(face_xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Linear functions w_k(x, y) = a_k x + b_k y + c_k giving each face's barycentric coordinates.
+    """Linear functions giving each face's barycentric coordinates, relative to its first corner.
 
-    face_xy: (..., 3, 2). Returns planes (..., 3, 3) [k, (a, b, c)] and the doubled signed area
-    (...,) (positive for counter-clockwise faces in NDC).
+    face_xy: (..., 3, 2). Returns planes (..., 3, 3) [k, (a, b, c)] such that
+    w_k(x, y) = a_k (x - x_0) + b_k (y - y_0) + c_k, with (x_0, y_0) = face_xy[..., 0, :], and the
+    doubled signed area (...,) (positive for counter-clockwise faces in NDC). Working relative to a
+    corner avoids the cancellation of x_1 y_2 - x_2 y_1 for small faces far from the origin.
     """
-    x, y = face_xy[..., 0], face_xy[..., 1]
+    rel = face_xy - face_xy[..., :1, :]
+    x, y = rel[..., 0], rel[..., 1]
     x1, x2 = x.roll(-1, -1), x.roll(-2, -1)  # the two other corners of each corner k
     y1, y2 = y.roll(-1, -1), y.roll(-2, -1)
-    area2 = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (x[..., 2] - x[..., 0]) * (y[..., 1] - y[..., 0])
+    area2 = x[..., 1] * y[..., 2] - x[..., 2] * y[..., 1]
     a, b, c = y1 - y2, x2 - x1, x1 * y2 - x2 * y1
     safe = torch.where(area2.abs() > 0, area2, torch.ones_like(area2))[..., None]
     return torch.stack([a / safe, b / safe, c / safe], dim=-1), area2
 
 
-def _row_spans(planes: torch.Tensor, y: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _row_spans(planes: torch.Tensor, y: torch.Tensor, origin_x: torch.Tensor, width: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """First and last column whose pixel centre lies inside each face on a pixel row.
 
     planes (N, 3, 3) barycentric planes (normalised by the signed area, so inside = all w_k >= 0),
-    y (N,) the row's NDC y. Each w_k >= 0 bounds x from one side: x >= (or <=) -(b_k y + c_k)/a_k.
+    y (N,) the row's NDC y relative to the face's first corner, origin_x (N,) that corner's x.
+    Each w_k >= 0 bounds x - x_0 from one side: a_k (x - x_0) >= -(b_k (y - y_0) + c_k).
     """
     a = planes[..., 0]
     rest = planes[..., 1] * y[:, None] + planes[..., 2]
     bound = -rest / torch.where(a == 0, torch.ones_like(a), a)
     inf = torch.full_like(bound, math.inf)
-    x_lo = torch.where(a > 0, bound, -inf).max(-1).values
-    x_hi = torch.where(a < 0, bound, inf).min(-1).values
+    x_lo = origin_x + torch.where(a > 0, bound, -inf).max(-1).values
+    x_hi = origin_x + torch.where(a < 0, bound, inf).min(-1).values
     # A horizontal edge (a_k = 0) admits the whole row or none of it.
     outside = ((a == 0) & (rest < 0)).any(-1)
     col_lo = torch.ceil((x_lo + 1) * width / 2 - 0.5).clamp(min=0)
@@ -161,7 +166,8 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, image_size: int | tup
     face_xyz = vertices.detach()[:, faces].reshape(batch * n_faces, 3, 3)
     planes, area2 = barycentric_planes(face_xyz[..., :2])
     valid = area2 > 0 if cull_backfaces else area2 != 0
-    # Depth is linear in (x, y) over a face: z = sum_k w_k(x, y) z_k = dx x + dy y + d0.
+    origin = face_xyz[:, 0, :2]  # planes are relative to each face's first corner
+    # Depth is linear in (x, y) over a face: z = sum_k w_k z_k = dx (x - x_0) + dy (y - y_0) + d0.
     depth_plane = (planes * face_xyz[..., 2:3]).sum(-2)  # (N, 3)
     row0, _, rows, _ = pixel_boxes(face_xyz[..., :2], height, width)
     rows = rows * valid
@@ -172,12 +178,14 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, image_size: int | tup
     for span_face, k in enumerate_ranges(rows, chunk_size):
         span_row = row0[span_face] + k
         span_y = 1 - (2 * span_row + 1).to(vertices.dtype) / height
-        col_lo, col_hi = _row_spans(planes[span_face], span_y, width)
+        span_origin = origin[span_face]
+        span_dy = span_y - span_origin[:, 1]
+        col_lo, col_hi = _row_spans(planes[span_face], span_dy, span_origin[:, 0], width)
         span_len = (col_hi - col_lo + 1).clamp(min=0)
         plane = depth_plane[span_face]
         # Depth at the span's first pixel centre and its step per column.
         x_lo = (2 * col_lo + 1).to(vertices.dtype) / width - 1
-        span_depth = plane[:, 0] * x_lo + plane[:, 1] * span_y + plane[:, 2]
+        span_depth = plane[:, 0] * (x_lo - span_origin[:, 0]) + plane[:, 1] * span_dy + plane[:, 2]
         span_step = plane[:, 0] * (2.0 / width)
         span_pixel = (span_face // n_faces) * (height * width) + span_row * width + col_lo
         for span, offset in enumerate_ranges(span_len, chunk_size):

@@ -68,9 +68,12 @@ class MeshRenderer(nn.Module):
         faces = faces.to(vertices.device)
         fragments = self.rasterize(vertices, faces)
         covered = covered_pixels(vertices, faces, fragments.face_index)
-        uv = interpolate_corner_attributes(covered, face_uvs.to(vertices.dtype))
-        colors = sample_texture(texture, uv, covered.batch, self.align_corners)
-        image = covered.to_image(colors, background if background is not None else 0.0)
+        uv = covered.to_image(interpolate_corner_attributes(covered, face_uvs.to(vertices.dtype)))
+        colors = sample_texture(texture, uv, self.align_corners)
+        covered_mask = (fragments.face_index >= 0).unsqueeze(1)
+        if not isinstance(background, torch.Tensor):
+            background = colors.new_tensor(0.0 if background is None else float(background))
+        image = torch.where(covered_mask, colors, background.to(device=colors.device, dtype=colors.dtype))
         depth = covered.to_image(interpolate_vertex_attributes(covered, faces, vertices[..., 2:]))
         return RenderOutput(image, fragments.mask.to(vertices.dtype), fragments.face_index, depth[:, 0])
 
