@@ -42,7 +42,7 @@ class CoveredPixels:
             out = out.permute(0, 2, 3, 1).reshape(-1, channels).clone()
         else:
             out = values.new_full((batch * height * width, channels), float(background))
-        out = out.index_put((self.pixel,), values)
+        out = out.index_copy(0, self.pixel, values)
         return out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
 
 
@@ -59,10 +59,12 @@ def covered_pixels(vertices: torch.Tensor, faces: torch.Tensor, face_index: torc
     within = pixel % (height * width)
     row, col = within // width, within % width
     # Planes per face (cheap: B x F), differentiable, then gathered for each covered pixel.
+    # index_select on flat views: its backward (index_add) is much cheaper than advanced indexing's.
     face_xy = vertices[:, faces][..., :2]  # (B, F, 3, 2)
-    planes, _ = barycentric_planes(face_xy)
-    planes = planes[image, face]  # (P, 3, 3), relative to the face's first corner
-    origin = face_xy[image, face, 0]  # (P, 2)
+    planes, _ = barycentric_planes(face_xy)  # relative to each face's first corner
+    flat_face = image * faces.shape[0] + face
+    planes = planes.reshape(-1, 9).index_select(0, flat_face).reshape(-1, 3, 3)  # (P, 3, 3)
+    origin = face_xy[:, :, 0].reshape(-1, 2).index_select(0, flat_face)  # (P, 2)
     px = ((2 * col + 1).to(vertices.dtype) / width - 1 - origin[:, 0])[:, None]
     py = (1 - (2 * row + 1).to(vertices.dtype) / height - origin[:, 1])[:, None]
     bary = planes[..., 0] * px + planes[..., 1] * py + planes[..., 2]
@@ -82,9 +84,10 @@ def interpolate_vertex_attributes(covered: CoveredPixels, faces: torch.Tensor, a
 def interpolate_corner_attributes(covered: CoveredPixels, attributes: torch.Tensor) -> torch.Tensor:
     """Interpolate per-face-corner attributes (F, 3, C) or (B, F, 3, C) -> (P, C)."""
     if attributes.dim() == 3:
-        values = attributes[covered.face]
+        values = attributes.index_select(0, covered.face)
     else:
-        values = attributes[covered.batch, covered.face]
+        flat = covered.batch * attributes.shape[1] + covered.face
+        values = attributes.reshape(-1, *attributes.shape[2:]).index_select(0, flat)
     return (covered.bary.unsqueeze(-1) * values).sum(1)
 
 
