@@ -304,20 +304,17 @@ def test_gradcheck_scene_is_away_from_coverage_changes():
     assert (texel - texel.round()).abs().min() > 1e-4
 
 
-def test_gradcheck_texture():
+@pytest.mark.parametrize("wrt", ["texture", "face_uvs"])
+def test_gradcheck_texture_and_uvs(wrt):
     vertices, faces, face_uvs, texture = gradcheck_scene()
     renderer = MeshRenderer(16)
-    texture.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: renderer(vertices, faces, face_uvs, t).image, (texture,),
-                                    eps=1e-6, atol=1e-6)
+    inputs = {"face_uvs": face_uvs, "texture": texture}
+    checked = inputs[wrt].requires_grad_(True)
 
+    def render(x):
+        return renderer(vertices, faces, **{**inputs, wrt: x}).image
 
-def test_gradcheck_face_uvs():
-    vertices, faces, face_uvs, texture = gradcheck_scene()
-    renderer = MeshRenderer(16)
-    face_uvs.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda uv: renderer(vertices, faces, uv, texture).image, (face_uvs,),
-                                    eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(render, (checked,), eps=1e-6, atol=1e-6)
 
 
 def test_gradcheck_vertices():

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import re
+import sys
 import types
 import typing
 from pathlib import Path
@@ -45,6 +46,16 @@ _YamlLoader.add_implicit_resolver(
 
 def _yaml_load(stream: Any) -> Any:
     return yaml.load(stream, Loader=_YamlLoader)
+
+
+# Scalar config types: (accepts the YAML value?, what was expected, conversion). bool is excluded
+# from int and float on purpose: `lr: true` is a mistake, not 1.0.
+_SCALARS = {
+    bool: (lambda v: isinstance(v, bool), "true/false", bool),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", int),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", float),
+    str: (lambda v: isinstance(v, str), "a string", str),
+}
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -96,22 +107,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
+    if tp in _SCALARS:
+        accepts, expected, convert = _SCALARS[tp]
+        if not accepts(value):
+            raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+        return convert(value)
     raise ConfigError(f"{where}: unsupported config type {tp}")
 
 
@@ -214,6 +214,6 @@ def parse_cli(cls: type[T], description: str, argv: Sequence[str] | None = None)
     except ConfigError as e:
         parser.error(str(e))
     if args.dry_run:
-        print(dump_config(cfg), end="")
+        sys.stdout.write(dump_config(cfg))  # the command's output, not a log message
         raise SystemExit(0)
     return cfg, args
