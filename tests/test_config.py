@@ -258,3 +258,16 @@ def test_missing_weights_error_names_file_and_folders(weight_dirs):
     for folder in searched:
         assert str(folder) in message
     assert isinstance(info.value, FileNotFoundError)
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import stat
+
+    from meshinv.utils.io import save_text
+
+    umask = os.umask(0o022)
+    try:
+        save_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o644

@@ -569,3 +569,10 @@ def test_cpu_and_cuda_agree(template):
     torch.testing.assert_close(cpu.depth, gpu.depth.cpu(), atol=1e-5, rtol=0)
     torch.testing.assert_close(renderer.soft_silhouette(vertices, template.faces),
                                renderer.soft_silhouette(vertices.cuda(), cuda_template.faces).cpu(), atol=1e-5, rtol=0)
+
+
+def test_mixed_dtypes_are_a_clear_error():
+    vertices = quad(-0.5, 0.5, -0.5, 0.5, 0.0, torch.float64)[None]
+    texture = random_texture(0, size=8)  # float32
+    with pytest.raises(TypeError, match="float32.*float64"):
+        MeshRenderer(16)(vertices, QUAD_FACES, quad_uvs(0, 1, 0, 1, torch.float64), texture)

@@ -421,3 +421,12 @@ def test_render_inputs_symmetric(sphere):
     u_center = (k + 0.5) / 64
     padded_center = ((u_center + 1 / 128) / (65 / 64)) * 65
     assert torch.allclose(padded_center, k + 1, atol=1e-9)
+
+
+def test_template_tensors_stay_out_of_state_dicts():
+    """A module holding a template must keep exactly its own keys (released checkpoints load strictly)."""
+    holder = torch.nn.Module()
+    holder.template = MeshTemplate.uv_sphere()
+    holder.linear = torch.nn.Linear(2, 2)
+    assert set(holder.state_dict()) == {"linear.weight", "linear.bias"}
+    assert holder.template.vertices.shape == (482, 3)  # still a buffer that .to() moves

@@ -109,24 +109,27 @@ class MeshTemplate(nn.Module):
     def __init__(self, mesh: MeshData, symmetric: bool = True):
         super().__init__()
         self.symmetric = symmetric
+        # Buffers are non-persistent: the template is rebuilt from its config, and its tensors must
+        # never leak into the state_dict of a module that holds it (released generator checkpoints
+        # have exact keys).
         as_float = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
         as_long = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long)  # noqa: E731
-        self.register_buffer("vertices", as_float(mesh.vertices))
-        self.register_buffer("faces", as_long(mesh.faces))
-        self.register_buffer("uvs", as_float(mesh.uvs))
-        self.register_buffer("face_uv_index", as_long(mesh.face_uv_index))
-        self.register_buffer("topo_map", as_float(_topo_map(mesh)))
-        self.register_buffer("tangent_frames", as_float(_tangent_frames(mesh.vertices)))
-        self.register_buffer("face_neighbours", face_adjacency(as_long(mesh.faces)))
+        self.register_buffer("vertices", as_float(mesh.vertices), persistent=False)
+        self.register_buffer("faces", as_long(mesh.faces), persistent=False)
+        self.register_buffer("uvs", as_float(mesh.uvs), persistent=False)
+        self.register_buffer("face_uv_index", as_long(mesh.face_uv_index), persistent=False)
+        self.register_buffer("topo_map", as_float(_topo_map(mesh)), persistent=False)
+        self.register_buffer("tangent_frames", as_float(_tangent_frames(mesh.vertices)), persistent=False)
+        self.register_buffer("face_neighbours", face_adjacency(as_long(mesh.faces)), persistent=False)
         if symmetric:
             neg, pos, zero = _symmetry_split(mesh.vertices)
-            self.register_buffer("neg_index", as_long(neg))
-            self.register_buffer("pos_index", as_long(pos))
-            self.register_buffer("zero_index", as_long(zero))
-            self.register_buffer("nonneg_index", as_long(np.concatenate([pos, zero])))
+            self.register_buffer("neg_index", as_long(neg), persistent=False)
+            self.register_buffer("pos_index", as_long(pos), persistent=False)
+            self.register_buffer("zero_index", as_long(zero), persistent=False)
+            self.register_buffer("nonneg_index", as_long(np.concatenate([pos, zero])), persistent=False)
             plane_mask = torch.ones(len(mesh.vertices), 3)
             plane_mask[zero, 0] = 0.0  # no x offset for vertices on the mirror plane
-            self.register_buffer("plane_mask", plane_mask)
+            self.register_buffer("plane_mask", plane_mask, persistent=False)
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod

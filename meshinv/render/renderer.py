@@ -65,7 +65,9 @@ class MeshRenderer(nn.Module):
             raise ValueError(f"vertices must be (B, V, 3), got {tuple(vertices.shape)}")
         if texture.dim() != 4 or texture.shape[0] != vertices.shape[0]:
             raise ValueError(f"texture must be (B, C, Ht, Wt) with B = {vertices.shape[0]}, got {tuple(texture.shape)}")
-        faces = faces.to(vertices.device)
+        if texture.dtype != vertices.dtype:
+            raise TypeError(f"texture is {texture.dtype} but vertices are {vertices.dtype}: cast one of them")
+        faces, face_uvs = faces.to(vertices.device), face_uvs.to(vertices.device)
         fragments = self.rasterize(vertices, faces)
         covered = covered_pixels(vertices, faces, fragments.face_index)
         uv = covered.to_image(interpolate_corner_attributes(covered, face_uvs.to(vertices.dtype)))

@@ -38,7 +38,8 @@ def soft_silhouette(vertices: torch.Tensor, faces: torch.Tensor, image_size: int
     """(B, 1, H, W) soft silhouette of NDC vertices (B, V, 3); sigma in squared NDC units.
 
     With sigma = 2e-4 a face's influence fades over about 1.5 pixels at 256 x 256 (the NDC pixel
-    size is 2/256).
+    size is 2/256). Chunking bounds the forward temporaries only: with gradients on, autograd keeps
+    each chunk's (face, pixel) terms for the backward pass, O(faces x footprint) in all.
     """
     height, width = as_image_size(image_size)
     batch, n_faces = vertices.shape[0], faces.shape[0]
