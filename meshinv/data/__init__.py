@@ -1,0 +1,9 @@
+"""Datasets and preprocessing: every dataset yields the same `Sample` (meshinv.data.sample).
+
+Pixel-space cameras and boxes use continuous pixel coordinates (pixel centres at +0.5); crops turn
+them into the NDC cameras that the renderer and the losses use.
+"""
+
+from .folder import FolderDataset, FolderDatasetConfig, read_image, read_mask
+from .preprocess import CropConfig, crop_sample
+from .sample import DataError, PixelCamera, Sample
