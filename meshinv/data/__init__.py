@@ -7,3 +7,7 @@ them into the NDC cameras that the renderer and the losses use.
 from .folder import FolderDataset, FolderDatasetConfig, read_image, read_mask
 from .preprocess import CropConfig, crop_sample
 from .sample import DataError, PixelCamera, Sample
+from .synthetic_shapes import (
+    PATTERNS, DeformationFitter, SpeciesParams, bird_points, fit_deformation_map, instance_params, jitter_colors,
+    jitter_shape, make_species, sample_instance, species_deformation_map, species_texture, species_vertices,
+)
