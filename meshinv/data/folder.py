@@ -68,7 +68,7 @@ class FolderDatasetConfig:
 class FolderDataset(torch.utils.data.Dataset):
     """Images (+ masks, + annotations) in the folder format above, as preprocessed Samples."""
 
-    def __init__(self, root: str | os.PathLike, crop: CropConfig = CropConfig(), require_camera: bool = False,
+    def __init__(self, root: str | os.PathLike, crop: Optional[CropConfig] = None, require_camera: bool = False,
                  require_class: bool = False, mirror: bool = False):
         self.root = Path(root)
         image_dir = self.root / "images"
@@ -85,7 +85,7 @@ class FolderDataset(torch.utils.data.Dataset):
                 self.annotations = json.loads(annotation_path.read_text())
             except json.JSONDecodeError as e:
                 raise DataError(f"{annotation_path}: not valid JSON ({e})") from None
-        self.crop = crop
+        self.crop = crop or CropConfig()
         self.require_camera = require_camera
         self.require_class = require_class
         self.mirror = mirror

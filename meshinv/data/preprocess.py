@@ -105,11 +105,15 @@ def mirror_ndc_camera(camera: torch.Tensor) -> torch.Tensor:
     return camera * sign
 
 
+def _scaled_rotation(vertices: torch.Tensor, camera: PixelCamera) -> torch.Tensor:
+    """s R(q) v for (V, 3) object points."""
+    rotation = quaternion_to_matrix(torch.tensor(camera.quaternion, dtype=vertices.dtype))
+    return camera.scale * (vertices @ rotation.T)
+
+
 def project_pixels(vertices: torch.Tensor, camera: PixelCamera) -> torch.Tensor:
     """(V, 3) object points -> (V, 2) continuous pixel coordinates (x right, y down)."""
-    rotation = quaternion_to_matrix(torch.tensor(camera.quaternion, dtype=vertices.dtype))
-    xy = camera.scale * (vertices @ rotation.T)[:, :2]
-    return xy + torch.tensor(camera.translation, dtype=vertices.dtype)
+    return _scaled_rotation(vertices, camera)[:, :2] + torch.tensor(camera.translation, dtype=vertices.dtype)
 
 
 def pixel_camera_to_ndc_vertices(vertices: torch.Tensor, camera: PixelCamera, height: int, width: int) -> torch.Tensor:
@@ -117,12 +121,10 @@ def pixel_camera_to_ndc_vertices(vertices: torch.Tensor, camera: PixelCamera, he
 
     x_ndc = 2 x / W - 1, y_ndc = 1 - 2 y / H; z_ndc = -s (R v)_z scaled like x (larger = nearer).
     """
-    rotation = quaternion_to_matrix(torch.tensor(camera.quaternion, dtype=vertices.dtype))
-    rotated = camera.scale * (vertices @ rotation.T)
+    rotated = _scaled_rotation(vertices, camera)
     x = 2 * (rotated[:, 0] + camera.translation[0]) / width - 1
     y = 1 - 2 * (rotated[:, 1] + camera.translation[1]) / height
-    z = -2 * rotated[:, 2] / width
-    return torch.stack([x, y, z], dim=-1)
+    return torch.stack([x, y, -2 * rotated[:, 2] / width], dim=-1)
 
 
 def crop_sample(image: np.ndarray, mask: np.ndarray, bbox, camera: Optional[PixelCamera], cfg: CropConfig,

@@ -418,9 +418,9 @@ class DeformationFitter:
     them through `template.vertex_positions(symmetrize_width(half))`.
 
     The sampling is linear in the map; the pole rows are constrained to one value each (as the
-    generator's mesh head produces them). Among the exact solutions (257 sampled vertices, 482
-    free texels per channel) it picks the one of least Dirichlet energy on the symmetrised map,
-    plus a tiny ridge term."""
+    generator's mesh head produces them). The sampling matrix has rank 242 for 257 sampled
+    vertices, so the fit is a least-squares one: data term plus a small Dirichlet (smoothness)
+    energy on the symmetrised map and a tiny ridge term (see the module docstring for its error)."""
 
     def __init__(self, template: MeshTemplate, height: int = MAP_SIZE, width: int = MAP_SIZE,
                  smoothness: float = 1e-4, ridge: float = 1e-8):
