@@ -53,7 +53,8 @@ def test_unknown_config_key_is_a_clear_error():
 
 
 # Which script's config class reads each file in configs/. A new config file must be added here.
-CONFIG_READERS = {"render_demo.yaml": ("render_mesh", "RenderMeshConfig")}
+CONFIG_READERS = {"render_demo.yaml": ("render_mesh", "RenderMeshConfig"),
+                  "synthetic.yaml": ("make_synthetic", "ExperimentConfig")}
 
 
 def test_every_config_file_loads():
@@ -70,3 +71,25 @@ def test_every_config_file_loads():
             load_config(getattr(importlib.import_module(module), cls), REPO_ROOT / "configs" / name)
     finally:
         sys.path.pop(0)
+
+
+def test_make_synthetic_then_build_pseudogt(tmp_path):
+    out = tmp_path / "synthetic"
+    result = run_script("scripts/make_synthetic.py", "--config", "configs/synthetic.yaml", "--out", str(out),
+                        "--set", "synthetic.splits={train: 4, test: 2}", "--set", "synthetic.image_size=64",
+                        "--set", "synthetic.texture_size=32", "--set", "synthetic.contact_sheet_rows=2")
+    assert result.returncode == 0, result.stderr
+    for split, count in (("train", 4), ("test", 2)):
+        assert len(list((out / split / "images").glob("*.png"))) == count
+        assert len(list((out / split / "gt").glob("*.npz"))) == count
+        annotations = json.loads((out / split / "annotations.json").read_text())
+        assert set(annotations[f"{split}_00000"]) == {"class_id", "camera", "bbox"}
+    assert (out / "contact_sheet.png").is_file() and (out / "summary.json").is_file()
+
+    result = run_script("scripts/build_pseudogt.py", "--config", "configs/synthetic.yaml",
+                        "--set", f"synthetic.out_dir={out}", "--set", "synthetic.image_size=64",
+                        "--set", "pseudogt.texture_size=32")
+    assert result.returncode == 0, result.stderr
+    folder = out / "train" / "pseudogt_32x32"
+    assert len(list(folder.glob("*.npz"))) == 4
+    assert json.loads((folder / "report.json").read_text())["failed"] == {}

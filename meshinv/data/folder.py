@@ -108,6 +108,10 @@ class FolderDataset(torch.utils.data.Dataset):
         return value
 
     def __getitem__(self, index: int) -> Sample:
+        return self._load(index)[0]
+
+    def _load(self, index: int) -> tuple[Sample, tuple[int, int, int]]:
+        """The preprocessed sample and its crop box (left, top, side) in the original image."""
         path = self.image_paths[index]
         stem = path.stem
         image = read_image(path)
@@ -121,6 +125,7 @@ class FolderDataset(torch.utils.data.Dataset):
         camera = PixelCamera.from_dict(camera_data, f"{self.root / 'annotations.json'}[{stem}].camera") if camera_data else None
         class_id = self._annotation(stem, "class_id", self.require_class)
         bbox = self._annotation(stem, "bbox", False)
-        image_t, mask_t, camera_t, _ = crop_sample(image, mask, bbox, camera, self.crop, mirror=self.mirror,
-                                                   name=str(mask_path))
-        return Sample(image_t, mask_t, camera_t, int(class_id) if class_id is not None else -1, stem, str(path))
+        image_t, mask_t, camera_t, box = crop_sample(image, mask, bbox, camera, self.crop, mirror=self.mirror,
+                                                     name=str(mask_path))
+        class_id = int(class_id) if class_id is not None else -1
+        return Sample(image_t, mask_t, camera_t, class_id, stem, str(path)), box

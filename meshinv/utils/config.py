@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -194,8 +195,16 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
     save_text(path, dump_config(cfg))
 
 
-def parse_cli(cls: type[T], description: str, argv: Sequence[str] | None = None) -> tuple[T, argparse.Namespace]:
+def _shortcut_dest(option: str) -> str:
+    return "shortcut_" + option.lstrip("-").replace("-", "_")
+
+
+def parse_cli(cls: type[T], description: str, argv: Sequence[str] | None = None,
+              shortcuts: dict[str, str] | None = None) -> tuple[T, argparse.Namespace]:
     """The shared command line of our scripts: --config FILE, --set key=value ..., --dry-run.
+
+    `shortcuts` maps extra options to config keys ({"--out": "synthetic.out_dir"}): `--out DIR` is
+    the same as `--set synthetic.out_dir=DIR`, applied after the --set overrides.
 
     Returns the resolved config and the parsed arguments. With --dry-run the resolved config is
     printed and the process exits, so that a user can see what a run would use.
@@ -208,9 +217,17 @@ def parse_cli(cls: type[T], description: str, argv: Sequence[str] | None = None)
     )
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    shortcuts = shortcuts or {}
+    for option, key in shortcuts.items():
+        parser.add_argument(option, dest=_shortcut_dest(option), metavar="VALUE", help=f"same as --set {key}=VALUE")
     args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    for option, key in shortcuts.items():
+        value = getattr(args, _shortcut_dest(option))
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")  # quoted, so that a path stays a string
     try:
-        cfg = load_config(cls, args.config, args.overrides)
+        cfg = load_config(cls, args.config, overrides)
     except ConfigError as e:
         parser.error(str(e))
     if args.dry_run:

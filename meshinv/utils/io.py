@@ -65,3 +65,9 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
 
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
+
+
+def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
+    """Save arrays as a compressed, pickle-free .npz (atomically)."""
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
