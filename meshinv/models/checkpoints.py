@@ -1,0 +1,237 @@
+"""Generator checkpoints: our own self-describing format, and the released MeshInversion / ConvMesh ones.
+
+Our format (`save_generator_checkpoint`) is a dict:
+    format         "meshinv.generator"
+    format_version 1
+    model_config   ConvMeshGenerator constructor arguments (plain Python values)
+    generator      state_dict of the trained generator (CPU tensors)
+    generator_ema  state_dict of its running average (optional; the one used for inversion)
+    ...            any extra entries (epoch, optimizer states), all loadable with weights_only=True.
+
+The original codes (MeshInversion `run_pretraining.py`, ConvMesh `run_generation.py`) save a dict
+with `generator` and `generator_running_avg` (the EMA), optimizer and discriminator states, curves
+and their argparse namespace as a dict (`self.args` / `args`); the architecture is not recorded in
+a usable form, so `generator_config_from_state_dict` infers it from parameter names and shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..utils.io import save_torch
+from ..utils.weights import find_weights
+from .generator import TRUNK_CHANNELS, ConvMeshGenerator, TEXTURE_UP_BLOCKS
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "meshinv.generator"
+CHECKPOINT_VERSION = 1
+# Checked in this order for which="ema"; the last is the raw generator, used when no EMA is saved.
+EMA_KEYS = ("generator_ema", "generator_running_avg")
+RAW_KEY = "generator"
+_RESERVED = {"format", "format_version", "model_config", RAW_KEY, *EMA_KEYS}
+# Variants of the original code that this generator does not implement.
+_UNSUPPORTED_PREFIXES = {"emb_color.": "colour conditioning", "att.": "text conditioning (attention)",
+                         "emb.": "encoding conditioning"}
+_MAX_LISTED = 20
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is not a generator checkpoint, or does not match the generator's architecture."""
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = "\n    ".join(items[:_MAX_LISTED])
+    more = f"\n    ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+    return f"  {title} ({len(items)}):\n    {shown}{more}"
+
+
+def check_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
+    """Raise CheckpointError listing missing keys, unexpected keys and shape mismatches, if any."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state_dict)
+        if tuple(torch.as_tensor(state_dict[k]).shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        parts = [f"{what} does not match {type(module).__name__}({getattr(module, 'config', '')}):"]
+        if missing:
+            parts.append(_listing("missing keys", missing))
+        if unexpected:
+            parts.append(_listing("unexpected keys", unexpected))
+        if mismatched:
+            parts.append(_listing("shape mismatches", mismatched))
+        raise CheckpointError("\n".join(parts))
+
+
+def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop a DataParallel 'module.' prefix when every key has it."""
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def generator_config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """ConvMeshGenerator arguments implied by a state_dict's names and shapes.
+
+    Class count and latent size from `emb_class.weight` (n_classes, latent) (unconditional:
+    latent = fc input size); mesh resolution and symmetry from the fc output size 512 * (M/4) *
+    (M/8 or M/4); texture resolution = 4 * M * 2**(number of blk3a/3b/3c); norm "batch" when
+    running statistics are present. Instance norm and no norm save the same keys, so without
+    statistics the norm cannot be told and this raises unless the caller passes `norm`.
+    """
+    sd = _strip_module_prefix(state_dict)
+    for prefix, variant in _UNSUPPORTED_PREFIXES.items():
+        if any(k.startswith(prefix) for k in sd):
+            raise CheckpointError(f"checkpoint is a generator with {variant} ({prefix}* keys), which meshinv "
+                                  "does not implement")
+    if "fc.weight" not in sd:
+        raise CheckpointError(f"not a ConvMesh generator state_dict (no 'fc.weight'; keys start with "
+                              f"{sorted(sd)[:5]})")
+    if "conv_mesh.weight" not in sd:
+        raise CheckpointError("checkpoint is a texture-only generator (no mesh head), which meshinv does not implement")
+    fc_out, fc_in = sd["fc.weight"].shape
+    if "emb_class.weight" in sd:
+        n_classes, latent_dim = sd["emb_class.weight"].shape
+        if fc_in != 2 * latent_dim:
+            raise CheckpointError(f"fc input size {fc_in} is not twice the class embedding size {latent_dim}")
+    else:
+        n_classes, latent_dim = 0, fc_in
+    cells = fc_out // TRUNK_CHANNELS if fc_out % TRUNK_CHANNELS == 0 else 0
+    symmetric, mesh_resolution = None, None
+    for sym, cells_per_m2 in ((True, 32), (False, 16)):  # cells = M^2/32 (half width) or M^2/16
+        m = math.isqrt(cells * cells_per_m2)
+        if m * m == cells * cells_per_m2 and m >= 8 and not m & (m - 1):
+            symmetric, mesh_resolution = sym, m
+            break
+    if mesh_resolution is None:
+        raise CheckpointError(f"fc output size {fc_out} does not correspond to a mesh resolution")
+    n_up = 0
+    while n_up < len(TEXTURE_UP_BLOCKS) and f"{TEXTURE_UP_BLOCKS[n_up]}.conv1.weight_orig" in sd:
+        n_up += 1
+    config = dict(latent_dim=int(latent_dim), n_classes=int(n_classes),
+                  texture_resolution=4 * mesh_resolution * 2**n_up, mesh_resolution=mesh_resolution,
+                  symmetric=symmetric)
+    if "blk1.norm1.norm.running_mean" in sd:
+        config["norm"] = "batch"
+    return config
+
+
+def _torch_load(path: os.PathLike | str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only refuses arbitrary pickled objects: say so plainly
+        raise CheckpointError(f"cannot load {path} as a weights-only checkpoint: {err}") from err
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _select_state_dict(checkpoint: Mapping[str, Any], which: str) -> tuple[str, Mapping[str, torch.Tensor]]:
+    """(key used, state_dict) of the requested generator in a checkpoint dict."""
+    if which not in ("ema", "raw"):
+        raise ValueError(f"which must be 'ema' or 'raw', got {which!r}")
+    if _is_state_dict(checkpoint):
+        return "<state_dict>", checkpoint
+    keys = EMA_KEYS + (RAW_KEY,) if which == "ema" else (RAW_KEY,)
+    for key in keys:
+        if key in checkpoint and _is_state_dict(checkpoint[key]):
+            if key == RAW_KEY and which == "ema":
+                logger.info("checkpoint has no averaged generator; loading '%s'", RAW_KEY)
+            return key, checkpoint[key]
+    raise CheckpointError(f"checkpoint has none of the generator keys {list(keys)}; its keys are "
+                          f"{sorted(map(str, checkpoint))[:_MAX_LISTED]}")
+
+
+def load_generator(source: str | os.PathLike | Mapping[str, Any], device: torch.device | str = "cpu", *,
+                   which: str = "ema", **overrides: Any) -> ConvMeshGenerator:
+    """Build a ConvMeshGenerator from a checkpoint and load its weights; returned in eval mode.
+
+    Args:
+        source: a path (or, when no such file exists, a file name looked up by `find_weights` in
+            the pretrained folders), an already loaded checkpoint dict, or a bare generator
+            state_dict. Our format, MeshInversion and ConvMesh checkpoints are recognised.
+        device: where to put the generator.
+        which: "ema" (the running average: `generator_ema` / `generator_running_avg`, falling back
+            to `generator` when there is none) or "raw" (`generator`).
+        overrides: constructor arguments that win over the ones recorded or inferred (e.g.
+            norm="instance" for a statistics-free state_dict); they must still fit the weights.
+    Raises:
+        CheckpointError: not a generator checkpoint, an unsupported variant, or keys/shapes that do
+            not match (the message lists them).
+        MissingWeightsError: a file name that is in none of the pretrained folders.
+    """
+    if isinstance(source, Mapping):
+        checkpoint, name = source, "checkpoint dict"
+    else:
+        path = Path(source) if Path(source).is_file() else find_weights(str(source), what="generator checkpoint")
+        checkpoint, name = _torch_load(path), str(path)
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"{name} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    key, state_dict = _select_state_dict(checkpoint, which)
+    state_dict = _strip_module_prefix(state_dict)
+
+    recorded = checkpoint.get("model_config") if checkpoint.get("format") == CHECKPOINT_FORMAT else None
+    if recorded is not None:
+        version = checkpoint.get("format_version")
+        if version != CHECKPOINT_VERSION:
+            raise CheckpointError(f"{name}: unsupported {CHECKPOINT_FORMAT} format_version {version!r} "
+                                  f"(this code reads {CHECKPOINT_VERSION})")
+        config = dict(recorded)
+    else:
+        config = generator_config_from_state_dict(state_dict)
+    config.update(overrides)
+    if "norm" not in config:
+        raise CheckpointError(f"{name}: the state_dict has no batch-norm statistics, so its norm cannot be "
+                              "inferred: pass norm='instance' or norm='none'")
+    try:
+        generator = ConvMeshGenerator(**config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{name}: cannot build a generator from {config}: {err}") from err
+    check_state_dict(generator, state_dict, what=f"{name} ['{key}']")
+    generator.load_state_dict(state_dict)
+    logger.info("loaded generator '%s' from %s: %s", key, name, generator.config)
+    return generator.to(device).eval()
+
+
+def _cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def save_generator_checkpoint(path: str | os.PathLike, generator: ConvMeshGenerator,
+                              extra: Optional[Mapping[str, Any]] = None, *,
+                              generator_ema: Optional[ConvMeshGenerator] = None) -> None:
+    """Write our self-describing checkpoint atomically (see the module docstring).
+
+    `extra` entries (epoch, optimizer state dicts, ...) are stored beside the generators; their
+    names must not collide with the reserved ones, and they must be loadable with weights_only.
+    """
+    extra = dict(extra or {})
+    clash = sorted(_RESERVED & set(extra))
+    if clash:
+        raise ValueError(f"extra entries use reserved checkpoint keys: {clash}")
+    if generator_ema is not None and generator_ema.config != generator.config:
+        raise ValueError(f"EMA generator config {generator_ema.config} differs from {generator.config}")
+    checkpoint: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "model_config": dict(generator.config),
+        RAW_KEY: _cpu_state_dict(generator),
+    }
+    if generator_ema is not None:
+        checkpoint[EMA_KEYS[0]] = _cpu_state_dict(generator_ema)
+    checkpoint.update(extra)
+    save_torch(path, checkpoint)
+    logger.info("saved generator checkpoint %s", path)
