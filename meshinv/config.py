@@ -8,14 +8,35 @@ Each script reads the whole file with `parse_cli(ExperimentConfig, ...)` and use
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from .data.pseudogt import PseudoGTConfig
 from .data.synthetic import SyntheticConfig
+from .geometry.template import TemplateConfig
+from .training.config import ModelConfig, PretrainConfig
+
+
+@dataclass
+class SampleConfig:
+    """scripts/sample.py: meshes drawn from a pretrained generator."""
+
+    checkpoint: str = "pretrained/synthetic_prior_ours.pt"
+    out_dir: str = "outputs/samples"
+    count: int = 8
+    seed: int = 0
+    classes: list[int] = field(default_factory=list)   # cycled through; empty = all classes
+    truncation_sigma: Optional[float] = None             # None = model.truncation_sigma
+    image_size: int = 128
+    azimuths: list[float] = field(default_factory=lambda: [0.0, 90.0, 180.0, 270.0])
 
 
 @dataclass
 class ExperimentConfig:
     name: str = "synthetic"
     device: str = "auto"          # auto | cpu | cuda | cuda:N
+    template: TemplateConfig = field(default_factory=TemplateConfig)  # the mesh the generator deforms
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     pseudogt: PseudoGTConfig = field(default_factory=PseudoGTConfig)

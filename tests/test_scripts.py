@@ -54,7 +54,8 @@ def test_unknown_config_key_is_a_clear_error():
 
 # Which script's config class reads each file in configs/. A new config file must be added here.
 CONFIG_READERS = {"render_demo.yaml": ("render_mesh", "RenderMeshConfig"),
-                  "synthetic.yaml": ("make_synthetic", "ExperimentConfig")}
+                  "synthetic.yaml": ("make_synthetic", "ExperimentConfig"),
+                  "cub.yaml": ("pretrain", "ExperimentConfig"), "p3d.yaml": ("pretrain", "ExperimentConfig")}
 
 
 def test_every_config_file_loads():

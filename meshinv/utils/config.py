@@ -200,11 +200,13 @@ def _shortcut_dest(option: str) -> str:
 
 
 def parse_cli(cls: type[T], description: str, argv: Sequence[str] | None = None,
-              shortcuts: dict[str, str] | None = None) -> tuple[T, argparse.Namespace]:
+              shortcuts: dict[str, str] | None = None,
+              flags: dict[str, str] | None = None) -> tuple[T, argparse.Namespace]:
     """The shared command line of our scripts: --config FILE, --set key=value ..., --dry-run.
 
     `shortcuts` maps extra options to config keys ({"--out": "synthetic.out_dir"}): `--out DIR` is
-    the same as `--set synthetic.out_dir=DIR`, applied after the --set overrides.
+    the same as `--set synthetic.out_dir=DIR`, applied after the --set overrides. `flags` adds
+    on/off options that are not config ({"--resume": "help"}), read from the returned namespace.
 
     Returns the resolved config and the parsed arguments. With --dry-run the resolved config is
     printed and the process exits, so that a user can see what a run would use.
@@ -220,6 +222,8 @@ def parse_cli(cls: type[T], description: str, argv: Sequence[str] | None = None,
     shortcuts = shortcuts or {}
     for option, key in shortcuts.items():
         parser.add_argument(option, dest=_shortcut_dest(option), metavar="VALUE", help=f"same as --set {key}=VALUE")
+    for option, help_text in (flags or {}).items():
+        parser.add_argument(option, action="store_true", help=help_text)
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
     for option, key in shortcuts.items():

@@ -1,0 +1,112 @@
+"""Data parallelism for pretraining, launched by torchrun (NCCL on GPU, gloo on CPU).
+
+Each process keeps a full replica. Gradients are averaged across processes before every optimiser
+step and floating-point buffers (batch-norm statistics, spectral-norm vectors) after it, so the
+replicas stay identical; this is the manual scheme of StyleGAN2-ADA, which, unlike the
+DistributedDataParallel wrapper, lets one module take part in several phases per iteration.
+A single process (no torchrun) needs none of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistributedContext:
+    """Join the process group that torchrun describes in the environment, if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    context = DistributedContext(dist.get_rank(), dist.get_world_size())
+    log.info("process %d of %d (%s)", context.rank, context.world_size, dist.get_backend())
+    return context
+
+
+def local_device(device: torch.device) -> torch.device:
+    """Under torchrun, one GPU per process: cuda:LOCAL_RANK."""
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        index = int(os.environ["LOCAL_RANK"])
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return device
+
+
+def broadcast_module(module: nn.Module, context: DistributedContext) -> None:
+    """Make every replica start from rank 0's parameters and buffers."""
+    if context.enabled:
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src=0)
+
+
+def average_gradients(module: nn.Module, context: DistributedContext) -> None:
+    if not context.enabled:
+        return
+    for p in module.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)  # every rank must take part in every all-reduce
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad.div_(context.world_size)
+
+
+def average_buffers(module: nn.Module, context: DistributedContext) -> None:
+    if not context.enabled:
+        return
+    for b in module.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b, op=dist.ReduceOp.SUM)
+            b.div_(context.world_size)
+
+
+def all_reduce_mean(value: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    if context.enabled:
+        value = value.detach().clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= context.world_size
+    return value
+
+
+def shutdown(context: DistributedContext) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def replicas_identical(modules: list[nn.Module], context: DistributedContext) -> bool:
+    """Whether every process holds bit-identical parameters and buffers (a position-weighted
+    float64 checksum gathered from all ranks)."""
+    if not context.enabled:
+        return True
+    checksum = torch.zeros(2, dtype=torch.float64)
+    for module in modules:
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            values = tensor.detach().double().reshape(-1).cpu()
+            weights = torch.arange(1, values.numel() + 1, dtype=torch.float64)
+            checksum += torch.stack([values.sum(), (values * weights).sum()])
+    device = next(modules[0].parameters()).device
+    gathered = [torch.zeros_like(checksum, device=device) for _ in range(context.world_size)]
+    dist.all_gather(gathered, checksum.to(device))
+    return all(torch.equal(g.cpu(), gathered[0].cpu()) for g in gathered)
