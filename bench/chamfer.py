@@ -1,6 +1,7 @@
 """Chamfer loss benchmark: meshinv's tiled nearest-neighbour losses against the original's dense ones.
 
-    python bench/chamfer.py [--repeats N] [--dense-repeats N] [--device cpu|cuda] [--skip-chunk-sweep]
+    python bench/chamfer.py [--repeats N] [--dense-repeats N] [--device cpu|cuda] [--threads N] [--batch B]
+                            [--skip-chunk-sweep]
 
 Both implementations get the same point sets in one process. The inputs come from two 256 x 256
 masks (target and "rendering": blobs covering ~26% of the frame, ~17k foreground pixels each) and
@@ -223,8 +224,11 @@ def main() -> None:
     parser.add_argument("--dense-repeats", type=int, default=3, help="timed calls of the dense baseline")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=8, help="images in the batched full-resolution case")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--skip-chunk-sweep", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cpu" and not release_free_heap_memory():
         print("warning: malloc_trim unavailable; CPU peak memory figures may be too low")

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 
 from ..geometry.camera import pixel_centers
 
-# (query, reference) pairs per tile: 2^18 pairs is 1 MiB per float32 tile (two live at once). On a
-# 2-core CPU 2^18 to 2^20 were fastest (~1.2 ns per pair), 2^14 was 3-6x slower (per-tile overhead)
-# and 2^22 2-7x slower (tiles no longer cached; bench/chamfer.py). A GPU may prefer larger tiles.
+# (query, reference) pairs per tile: 2^18 pairs is 1 MiB per float32 tile (two live at once). On the
+# CPU 2^18 and 2^20 were fastest, 2^14 4x slower (per-tile overhead), 2^22 1.35x slower (tiles fall
+# out of cache); see bench/RESULTS.md. A GPU may prefer larger tiles.
 DEFAULT_CHUNK_SIZE = 1 << 18
 
 PointsLike = Union[torch.Tensor, Sequence[torch.Tensor]]
@@ -134,7 +134,10 @@ def image_point_set(image: torch.Tensor, mask: torch.Tensor, threshold: float = 
     """Foreground pixels of an image (B, C, H, W) as (position, colour) points; see point_set_from_mask.
 
     Use it once on the target image (its point set does not change during inversion) and at every
-    step on the rendering (colours differentiable w.r.t. the rendered image).
+    step on the rendering (colours differentiable w.r.t. the rendered image). Each point takes its
+    own pixel's colour. (The original read the target's pixels directly but resampled the
+    rendering bilinearly, align_corners=True, at x = 2j/W - 1, i.e. at column j - j/W: a shift of
+    0 to almost 1 pixel towards the top left that grows across the image.)
     """
     return point_set_from_mask(mask, values=image, threshold=threshold)
 
@@ -146,8 +149,9 @@ class SpatialWeighting:
     """Spatial weight of the Chamfer texture losses (SPEC section 7; the original's defaults).
 
     w(D_s) = relu((eps + k D_s)^alpha - 1) + 1 with eps = 1 - (2 k xy_threshold)^2, so w = 1 for
-    pairs closer than about 2 xy_threshold and grows with distance beyond. For xy_threshold = 0 this
-    is the original's other branch, (1 + k D_s)^alpha, since D_s >= 0.
+    pairs closer than 2 sqrt(k) xy_threshold (0.32 in [-1, 1] units, 41 pixels at 256 x 256, by
+    default) and grows with the distance beyond. For xy_threshold = 0 (eps = 1) this equals the
+    original's other branch, (1 + k D_s)^alpha, since D_s >= 0.
     """
 
     xy_threshold: float = 0.16
@@ -215,6 +219,35 @@ def _pair_cost(query: torch.Tensor, reference: torch.Tensor, query_pos: Optional
     return weighting.cost(xy_distance, value_distance)
 
 
+_GROUP = 64  # columns per group in _min_along_rows
+_TILE_ROWS = 64  # preferred query rows per tile: amortises per-call overhead and running-min merges
+
+
+def _tile_shape(batch: int, num_query: int, num_reference: int, chunk_size: int) -> tuple[int, int]:
+    """(columns, rows) of a tile: about chunk_size pairs over the batch, columns a multiple of _GROUP."""
+    columns = chunk_size // (max(batch, 1) * min(num_query, _TILE_ROWS))
+    columns = max(_GROUP, columns - columns % _GROUP)
+    columns = min(columns, num_reference)
+    rows = max(1, chunk_size // (max(batch, 1) * columns))
+    return columns, rows
+
+
+def _min_along_rows(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cost.min(dim=2) for (B, r, c) tiles, same values and (first) indices, ~4x faster on CPU.
+
+    torch.min with indices is a scalar loop on the CPU (~1 ns per element), while amin is
+    vectorised (~0.1 ns). So: amin over groups of _GROUP columns, index-tracking min over the
+    c / _GROUP group minima, then over the winning group's members only.
+    """
+    batch, rows, columns = cost.shape
+    if columns % _GROUP or columns == _GROUP:
+        return cost.min(dim=2)
+    groups = cost.view(batch, rows, columns // _GROUP, _GROUP)
+    minimum, group = groups.amin(dim=3).min(dim=2)
+    members = groups.gather(2, group[:, :, None, None].expand(-1, -1, 1, _GROUP)).squeeze(2)
+    return minimum, group * _GROUP + members.argmin(dim=2)
+
+
 @dataclass(frozen=True)
 class NearestNeighbours:
     """Result of nearest_neighbours().
@@ -242,8 +275,8 @@ def nearest_neighbours(query: torch.Tensor, reference: torch.Tensor, *, query_va
         weighting: None for the plain squared distance of the values, else the texture cost.
         both_directions: also find, for each reference point, its minimum-cost query point (the
             same cost matrix, minimised over the other axis; computed in the same tile pass).
-        chunk_size: (query, reference) pairs per tile, summed over the batch (at least one row of
-            one image's columns is processed at a time).
+        chunk_size: about this many (query, reference) pairs per tile, summed over the batch (at
+            least one query row against 64 references per image).
     """
     batch, num_query, _ = query.shape
     num_reference = reference.shape[1]
@@ -266,17 +299,24 @@ def nearest_neighbours(query: torch.Tensor, reference: torch.Tensor, *, query_va
         query_pos_rows = _augment_query(query_pos, weighting.k, weighting.eps, None)  # eps + k D_s
         reference_pos_cols = _augment_reference(reference_pos, None)
 
-    columns = max(1, min(num_reference, chunk_size // max(batch, 1)))
-    rows = max(1, chunk_size // (max(batch, 1) * columns))
+    columns, rows = _tile_shape(batch, num_query, num_reference, chunk_size)
+    # Tiles are written into two buffers allocated once: a fresh ~1 MiB tensor per tile costs
+    # page faults on the CPU (glibc maps and unmaps it) that took longer than the tile's matmul.
+    cost_buffer = query.new_empty(batch * min(rows, num_query) * columns)
+    base_buffer = torch.empty_like(cost_buffer) if weighting is not None else None
     for col_start in range(0, num_reference, columns):
         cols = slice(col_start, col_start + columns)
         for row_start in range(0, num_query, rows):
             rws = slice(row_start, row_start + rows)
-            cost = torch.bmm(query_rows[:, rws], reference_cols[:, :, cols])  # (B, r, c)
+            tile_shape = (batch, min(rows, num_query - row_start), min(columns, num_reference - col_start))
+            tile_size = tile_shape[0] * tile_shape[1] * tile_shape[2]
+            cost = torch.bmm(query_rows[:, rws], reference_cols[:, :, cols],
+                             out=cost_buffer[:tile_size].view(tile_shape))
             if weighting is not None:
-                base = torch.bmm(query_pos_rows[:, rws], reference_pos_cols[:, :, cols])
+                base = torch.bmm(query_pos_rows[:, rws], reference_pos_cols[:, :, cols],
+                                 out=base_buffer[:tile_size].view(tile_shape))
                 cost.mul_(weighting.weight_from_base_(base))
-            tile_min, tile_arg = cost.min(dim=2)
+            tile_min, tile_arg = _min_along_rows(cost)
             better = tile_min < best_ab[:, rws]
             best_ab[:, rws] = torch.where(better, tile_min, best_ab[:, rws])
             index_ab[:, rws] = torch.where(better, tile_arg + col_start, index_ab[:, rws])
@@ -332,7 +372,8 @@ def _check_batch(*tensors: torch.Tensor) -> None:
 # -- the losses ------------------------------------------------------------------------------------
 
 def chamfer_mask_loss(pred_xy: PointsLike, target_xy: PointsLike, *, pred_valid: Optional[torch.Tensor] = None,
-                      target_valid: Optional[torch.Tensor] = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+                      target_valid: Optional[torch.Tensor] = None,
+                      chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
     """Symmetric Chamfer distance between projected vertices and target mask pixels, per image.
 
     L = mean_a min_b |a - b|^2 + mean_b min_a |a - b|^2 (SPEC section 7, weight 10 in inversion).
@@ -366,7 +407,8 @@ def _weighted_chamfer(pred_pos, pred_values, target_pos, target_values, pred_val
     pred_values, _ = _as_padded(pred_values, pred_valid, names[1])
     target_values, _ = _as_padded(target_values, target_valid, names[3])
     if pred_values.shape[-1] != target_values.shape[-1]:
-        raise ValueError(f"{names[1]} and {names[3]} differ in channels: {pred_values.shape[-1]} vs {target_values.shape[-1]}")
+        raise ValueError(f"{names[1]} and {names[3]} differ in channels: "
+                         f"{pred_values.shape[-1]} vs {target_values.shape[-1]}")
     _check_batch(pred_pos, pred_values, target_pos, target_values)
     if pred_values.shape[1] == 0 or target_values.shape[1] == 0:
         return (pred_values.sum(dim=(1, 2)) + target_values.sum(dim=(1, 2))) * 0  # nothing to match

@@ -11,7 +11,9 @@ Per image: the image in [-1, 1] is mapped to [0, 1], normalised with the ImageNe
 then multiplied by the mask (after the normalisation, as the original), and run through the trunk.
 The mask is average-pooled by the feature stride (4) and thresholded at 0.5; the feature vectors
 at the kept cells, L2-normalised, form the point set, with positions at the cell centres in the
-image's [-1, 1] coordinates. (The original sampled the feature map half a cell off those centres.)
+image's [-1, 1] coordinates. (The original put cell (i, j) at x = 2j/w - 1 and sampled the feature
+map there bilinearly with align_corners=True, i.e. at column j - j/w: from 0 to almost a whole cell
+off, growing across the map. Here each kept cell's own feature vector is used.)
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ logger = logging.getLogger(__name__)
 VGG19_WEIGHTS_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's VGG19_Weights.IMAGENET1K_V1 file name
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-FEATURE_STRIDE = 4  # two 2x2 max-pools before relu3_1
 
 # torchvision's VGG-19 configuration "E", first 12 modules of `features`: conv/ReLU pairs and
 # max-pools. Building them here (same indices, so the same state_dict keys) avoids allocating the
