@@ -29,7 +29,6 @@ import argparse
 import ctypes
 import gc
 import math
-import platform
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model  # noqa: E402
 from meshinv.losses import (  # noqa: E402
     DEFAULT_CHUNK_SIZE,
     chamfer_mask_loss,
@@ -204,16 +204,6 @@ def stack(point_sets, field):
     padded = [F.pad(getattr(p, field), (0, 0, 0, longest - p.positions.shape[1])) if field != "valid"
               else F.pad(p.valid, (0, longest - p.positions.shape[1])) for p in point_sets]
     return torch.cat(padded)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # -- the benchmark ---------------------------------------------------------------------------------

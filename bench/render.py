@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -32,22 +31,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dense_rasterizer import dense_render  # noqa: E402
+from machine import cpu_model  # noqa: E402
 from meshinv.geometry.camera import WeakPerspectiveCamera  # noqa: E402
 from meshinv.geometry.template import MeshTemplate  # noqa: E402
 from meshinv.render import MeshRenderer  # noqa: E402
 
 INVERSION_STEP_MS = 50.0  # estimated time of one inversion step per 256 x 256 image on this CPU
 RENDER_BUDGET = 0.10  # rendering should take < 10% of it
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_inputs(template: MeshTemplate, batch: int, seed: int = 0):
