@@ -94,13 +94,13 @@ def test_losses_reproduce_original_fixtures(path):
 
 @pytest.mark.parametrize("chunk_size", [1, 1000, 8192, DEFAULT_CHUNK_SIZE])
 def test_tiled_losses_equal_dense_reference_values_and_gradients(chunk_size):
-    # 300 references: several column blocks (64 or 128 wide, plus a ragged last one) for the
+    # 200 references: several column blocks (64 or 128 wide, plus a ragged last one) for the
     # small chunk sizes, one block for the default.
     for name, ours, dense, channels in [
         ("pixel", pixel_chamfer_texture_loss, dense_pixel_loss, 3),
         ("feature", feature_chamfer_texture_loss, dense_feature_loss, 8),
     ]:
-        inputs = random_sets(1, 2, 23, 300, channels)
+        inputs = random_sets(1, 2, 23, 200, channels)
         value = ours(*inputs, xy_threshold=0.16, chunk_size=chunk_size)
         grads = torch.autograd.grad(value.sum(), inputs, allow_unused=True)
         reference = dense(*inputs, xy_threshold=0.16)
@@ -112,7 +112,7 @@ def test_tiled_losses_equal_dense_reference_values_and_gradients(chunk_size):
             else:
                 torch.testing.assert_close(got, want, atol=1e-12, rtol=0, msg=name)
 
-    pred, _, target, _ = random_sets(2, 2, 23, 300, 1)
+    pred, _, target, _ = random_sets(2, 2, 23, 200, 1)
     value = chamfer_mask_loss(pred, target, chunk_size=chunk_size)
     reference = dense_mask_loss(pred, target)
     torch.testing.assert_close(value, reference, atol=1e-12, rtol=0)
