@@ -32,6 +32,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from ..geometry.camera import WeakPerspectiveCamera
 from ..geometry.template import MeshTemplate
@@ -154,8 +155,6 @@ def build_pseudogt_folder(dataset, template: MeshTemplate, cfg: PseudoGTConfig, 
     optionally `deformation_map`; `mesh_of(vertices)` fits a map otherwise). Finished files are
     kept unless `overwrite`; a sample that fails is logged and recorded, and the rest go on.
     Returns {"written": n, "kept": n, "failed": {image_id: reason}}."""
-    from tqdm import tqdm
-
     out = Path(out_folder)
     surface = texel_surface(template, cfg.texture_size)
     report = {"written": 0, "kept": 0, "failed": {}}
@@ -246,7 +245,7 @@ class PseudoGTDataset(torch.utils.data.Dataset):
     mask_256 and camera (mirrored consistently: image flipped, camera mirrored), class_id, index.
     """
 
-    def __init__(self, folder: str | os.PathLike, mirror: bool = True, seed: int = 0):
+    def __init__(self, folder: str | os.PathLike, mirror: bool = True):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: pseudo-GT folder not found (build it with scripts/build_pseudogt.py)")
@@ -254,7 +253,6 @@ class PseudoGTDataset(torch.utils.data.Dataset):
         if not self.paths:
             raise DataError(f"{self.folder}: no pseudo-GT .npz files")
         self.mirror = mirror
-        self.seed = seed
         first = load_pseudogt(self.paths[0])
         self.texture_size = first["texture"].shape[-1]
         self.image_size = first["image_256"].shape[-1]

@@ -223,6 +223,7 @@ class SyntheticGenerator:
         occluded = bool(rng.uniform() < cfg.occluder_fraction)
         if occluded:
             image, visible = self._occlude(image, full_mask, rng, gen)
+            occluded = bool((visible != full_mask).any())
         return SyntheticSample(
             image=image.permute(1, 2, 0).numpy(), visible_mask=visible.numpy(), full_mask=full_mask.numpy(),
             camera_ndc=camera, vertices=vertices, deformation_map=deformation_map, texture=texture,
@@ -258,7 +259,9 @@ class SyntheticGenerator:
             if visible.sum() >= self.cfg.min_visible * full_mask.sum():
                 return torch.where(coverage, color, image), visible
             width *= 0.8  # too much hidden: thinner next time
-        return image, full_mask  # (never reached in practice) keep the image unoccluded
+        log.warning("no occluder placement left %.0f%% visible; this image stays unoccluded",
+                    100 * self.cfg.min_visible)
+        return image, full_mask
 
 
 # -- writing a split ----------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..geometry.template import circular_pad_width
-from .generator import scaled_channels, spectral_conv
+from .generator import check_class_ids, scaled_channels, spectral_conv
 
 _LRELU_SLOPE = 0.2
 D_NORM_TYPES = ("none", "instance")
@@ -48,19 +48,6 @@ def positional_encoding(height: int, width: int, device=None, dtype: torch.dtype
     elif width != height:
         raise ValueError(f"positional encoding expects a square or half-width map, got {height}x{width}")
     return enc.to(dtype)
-
-
-def _class_ids(class_id: Optional[torch.Tensor], batch: int, n_classes: int) -> Optional[torch.Tensor]:
-    if n_classes == 0:
-        if class_id is not None:
-            raise ValueError("this discriminator is unconditional (n_classes=0) but class_id was given")
-        return None
-    if class_id is None:
-        raise ValueError(f"this discriminator is class-conditional ({n_classes} classes): pass class_id")
-    class_id = class_id.reshape(-1)  # (B,) or the original's (B, 1)
-    if class_id.shape[0] != batch or class_id.dtype != torch.long:
-        raise ValueError(f"class_id must be a long tensor of {batch} ids, got {class_id.dtype} {tuple(class_id.shape)}")
-    return class_id
 
 
 def _with_positional_encoding(x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +125,7 @@ class TextureDiscriminator(_UVDiscriminatorBase):
     def forward(self, x: torch.Tensor, class_id: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected (B, 4, T, T) = [texture * alpha, alpha], got {tuple(x.shape)}")
-        class_id = _class_ids(class_id, x.shape[0], self.n_classes)
+        class_id = check_class_ids(class_id, x.shape[0], self.n_classes, "discriminator")
         if self.downsample > 1:
             x = F.avg_pool2d(x, self.downsample)
         with torch.no_grad():
@@ -186,7 +173,7 @@ class MeshDiscriminator(_UVDiscriminatorBase):
                              f"{tuple(mesh_map.shape)}")
         if x.shape[2] % mesh_map.shape[2]:
             raise ValueError(f"texture size {x.shape[2]} is not a multiple of the mesh map size {mesh_map.shape[2]}")
-        class_id = _class_ids(class_id, x.shape[0], self.n_classes)
+        class_id = check_class_ids(class_id, x.shape[0], self.n_classes, "discriminator")
         x = F.avg_pool2d(x, x.shape[2] // mesh_map.shape[2])
         with torch.no_grad():
             mask = F.avg_pool2d(x[:, 3:4], 4)

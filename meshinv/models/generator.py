@@ -124,6 +124,20 @@ def scaled_channels(channels: int, width_multiplier: float) -> int:
     return channels if width_multiplier == 1 else max(4, int(round(channels * width_multiplier)))
 
 
+def check_class_ids(class_id: Optional[torch.Tensor], batch: int, n_classes: int, what: str) -> Optional[torch.Tensor]:
+    """Validate the class ids given to a (possibly unconditional) network; returns (B,) long or None."""
+    if n_classes == 0:
+        if class_id is not None:
+            raise ValueError(f"this {what} is unconditional (n_classes=0) but class_id was given")
+        return None
+    if class_id is None:
+        raise ValueError(f"this {what} is class-conditional ({n_classes} classes): pass class_id")
+    class_id = class_id.reshape(-1)  # (B,) or the original's (B, 1)
+    if class_id.shape[0] != batch or class_id.dtype != torch.long:
+        raise ValueError(f"class_id must be a long tensor of {batch} ids, got {class_id.dtype} {tuple(class_id.shape)}")
+    return class_id
+
+
 def _upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="nearest")
 
@@ -218,16 +232,9 @@ class ConvMeshGenerator(nn.Module):
         """(B, latent_dim), (B,) -> the code every layer sees, (B, latent_dim * (2 if conditional else 1))."""
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must be (B, {self.latent_dim}), got {tuple(z.shape)}")
-        if self.n_classes == 0:
-            if class_id is not None:
-                raise ValueError("this generator is unconditional (n_classes=0) but class_id was given")
-            return z
+        class_id = check_class_ids(class_id, z.shape[0], self.n_classes, "generator")
         if class_id is None:
-            raise ValueError(f"this generator is class-conditional ({self.n_classes} classes): pass class_id")
-        class_id = class_id.reshape(-1)  # (B,) or the original's (B, 1)
-        if class_id.shape[0] != z.shape[0] or class_id.dtype != torch.long:
-            raise ValueError(f"class_id must be a long tensor of {z.shape[0]} ids, got {class_id.dtype} "
-                             f"{tuple(class_id.shape)}")
+            return z
         return torch.cat([z, self.emb_class(class_id)], dim=1)
 
     def forward(self, z: torch.Tensor, class_id: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -135,7 +135,7 @@ class Pretrainer:
         self.experiment = experiment or {}
         torch.manual_seed(cfg.seed + self.context.rank)  # each rank draws its own z
 
-        self.dataset = PseudoGTDataset(cfg.data, mirror=cfg.mirror, seed=cfg.seed)
+        self.dataset = PseudoGTDataset(cfg.data, mirror=cfg.mirror)
         if self.dataset.texture_size != model_cfg.texture_resolution:
             raise ValueError(f"{cfg.data}: pseudo-GT textures are {self.dataset.texture_size} wide but "
                              f"model.texture_resolution is {model_cfg.texture_resolution}")
