@@ -12,6 +12,7 @@ from typing import Optional
 
 from .data.pseudogt import PseudoGTConfig
 from .data.synthetic import SyntheticConfig
+from .evaluation.config import EvaluationConfig
 from .geometry.template import TemplateConfig
 from .training.config import ModelConfig, PretrainConfig
 
@@ -40,3 +41,4 @@ class ExperimentConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     pseudogt: PseudoGTConfig = field(default_factory=PseudoGTConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)

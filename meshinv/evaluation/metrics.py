@@ -1,0 +1,229 @@
+"""Per-image evaluation metrics, kept in a registry (name -> function of an EvaluationContext).
+
+    mask_iou        rendered hard mask vs. the target mask, input view (SPEC 8)
+    full_mask_iou   the same rendered mask vs. the ground-truth full-object mask (synthetic data)
+    novel_view_iou  silhouette IoU of prediction vs. ground truth over turntable views (synthetic)
+    chamfer_3d      Chamfer distance of the vertices after weak-perspective alignment (synthetic)
+
+A metric takes one image's EvaluationContext and returns a float. It raises MissingInputError,
+naming what is missing, when the image lacks an input the metric needs. A new metric is a function
+decorated with @register_metric("name", needs_gt=...); scripts/evaluate.py and training code look
+metrics up by name with get_metric. Only torch and the geometry/render core are imported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+import torch
+
+from ..geometry.camera import WeakPerspectiveCamera, turntable_quaternions
+from ..geometry.template import MeshTemplate
+from ..render.renderer import MeshRenderer
+from .config import EvaluationConfig
+
+if TYPE_CHECKING:  # only a type here: importing the inversion package would pull in the losses
+    from ..inversion.results import InversionRecord
+
+
+class MissingInputError(ValueError):
+    """A metric cannot be computed for an image: an input it needs is absent."""
+
+
+@dataclass
+class EvaluationContext:
+    """Everything a metric may read about one image.
+
+    record       the InversionRecord (tensors on any device; moved to `device` where used)
+    template     the mesh template whose faces connect record.vertices (and the GT vertices)
+    renderer     a MeshRenderer at record.image_size (the input view)
+    cfg          the EvaluationConfig (novel-view size, azimuths, scale)
+    target_mask  (1, S, S) or (S, S) in {0, 1}: what the inversion fitted, or None
+    gt           ground truth of a dataset sample (meshinv.data.synthetic.SyntheticDataset's `gt`:
+                 vertices (V, 3), full_mask (1, S, S), ...); empty when there is none
+    gt_camera    (7,) the sample's NDC camera of the crop (the GT camera), or None
+    device       where rendering happens
+    """
+
+    record: InversionRecord
+    template: MeshTemplate
+    renderer: MeshRenderer
+    cfg: EvaluationConfig
+    target_mask: Optional[torch.Tensor] = None
+    gt: dict = field(default_factory=dict)
+    gt_camera: Optional[torch.Tensor] = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cache: dict = field(default_factory=dict, repr=False)  # renders shared by several metrics
+
+    @property
+    def image_size(self) -> int:
+        return int(self.record.image_size)
+
+    def pred_vertices(self) -> torch.Tensor:
+        """(V, 3) float32 on `device`, checked against the template."""
+        vertices = self.record.vertices.to(self.device, torch.float32)
+        _check_vertices(vertices, self.template, "record.vertices")
+        return vertices
+
+    def pred_mask(self) -> torch.Tensor:
+        """(S, S) bool: the predicted mesh's hard mask in the input view at record.image_size."""
+        if "pred_mask" not in self.cache:
+            if tuple(self.renderer.image_size) != (self.image_size, self.image_size):
+                raise ValueError(f"the renderer is {self.renderer.image_size} but the record is at "
+                                 f"{self.image_size} x {self.image_size}")
+            camera = WeakPerspectiveCamera.from_tensor(self.record.camera.to(self.device, torch.float32)[None])
+            ndc = camera.transform(self.pred_vertices()[None])
+            self.cache["pred_mask"] = self.renderer.rasterize(ndc, self.template.faces).mask[0, 0] > 0.5
+        return self.cache["pred_mask"]
+
+    def require_target_mask(self, metric: str) -> torch.Tensor:
+        """(S, S) bool target mask, or MissingInputError."""
+        if self.target_mask is None:
+            raise MissingInputError(f"{metric}: no target mask (neither target_mask.png nor a dataset sample)")
+        return _as_image_mask(self.target_mask, self.image_size, "target mask").to(self.device)
+
+    def require_gt(self, key: str, metric: str) -> torch.Tensor:
+        if key not in self.gt:
+            raise MissingInputError(f"{metric}: needs ground truth gt[{key!r}] (synthetic data); this sample has "
+                                    f"{sorted(self.gt) or 'none'}")
+        return self.gt[key]
+
+
+def _check_vertices(vertices: torch.Tensor, template: MeshTemplate, name: str) -> None:
+    if vertices.dim() != 2 or vertices.shape != (template.num_vertices, 3):
+        raise ValueError(f"{name} is {tuple(vertices.shape)} but the template has {template.num_vertices} "
+                         f"vertices: evaluate with the template the results were made with")
+
+
+def _as_image_mask(mask: torch.Tensor, size: int, name: str) -> torch.Tensor:
+    mask = mask.squeeze(0) if mask.dim() == 3 else mask
+    if tuple(mask.shape) != (size, size):
+        raise ValueError(f"{name} is {tuple(mask.shape)}, expected ({size}, {size}) (the record's image_size)")
+    return mask > 0.5
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU |a and b| / |a or b| of boolean masks (..., H, W) -> (...), float64; 1 where both are empty."""
+    a, b = a.bool(), b.bool()
+    intersection = (a & b).sum(dim=(-2, -1)).double()
+    union = (a | b).sum(dim=(-2, -1)).double()
+    return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+
+
+def turntable_silhouettes(template: MeshTemplate, vertices: torch.Tensor, azimuths_deg: Sequence[float],
+                          image_size: int, scale: float = 0.7) -> torch.Tensor:
+    """(N, S, S) bool hard masks of one mesh (V, 3) seen from each azimuth about the canonical pose,
+    centred at its vertex mean and untranslated (what meshinv.render.views.render_turntable draws)."""
+    quaternions = turntable_quaternions(azimuths_deg, dtype=vertices.dtype, device=vertices.device)
+    n = quaternions.shape[0]
+    camera = WeakPerspectiveCamera(vertices.new_full((n, 1), scale), vertices.new_zeros(n, 2), quaternions)
+    ndc = camera.transform(vertices.unsqueeze(0).expand(n, -1, -1), center=True, translate=False)
+    return MeshRenderer(image_size).rasterize(ndc, template.faces.to(vertices.device)).mask[:, 0] > 0.5
+
+
+def weak_perspective_chamfer(pred_vertices: torch.Tensor, pred_camera: torch.Tensor, gt_vertices: torch.Tensor,
+                             gt_camera: torch.Tensor) -> float:
+    """Symmetric Chamfer distance between two meshes' vertices, each placed in the view by its own
+    weak-perspective camera, in ground-truth object units.
+
+    Each set is mapped into the view frame, X = s R(q) V + (tx, ty, 0), with pred_camera for the
+    prediction and gt_camera for the ground truth (both (7,) NDC cameras of the same crop). Depth is
+    not observable under weak perspective, so each set's mean z is subtracted; x and y are kept, so
+    a wrong image position or scale counts. Both sets are then divided by the GT scale s_g, which
+    makes the number independent of the crop's size and expresses it in GT object units (the
+    template sphere has radius 1). Result, with Euclidean (not squared) distances:
+
+        (mean_{a in A} min_{b in B} |a - b| + mean_{b in B} min_{a in A} |a - b|) / 2
+
+    It is invariant to a shift of either mesh along the viewing direction and to scaling a mesh by
+    k while its camera scale is divided by k (the ambiguities of weak perspective).
+    """
+    def view_frame(vertices: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+        cam = WeakPerspectiveCamera.from_tensor(camera.double().reshape(1, 7))
+        x = cam.transform(vertices.double()[None])[0]  # the NDC flip is an isometry: distances keep
+        return x - x.new_tensor([0.0, 0.0, 1.0]) * x[:, 2:].mean()
+
+    scale = float(gt_camera.reshape(-1)[0])
+    if not scale > 0:
+        raise ValueError(f"chamfer_3d: the GT camera scale must be positive, got {scale}")
+    a = view_frame(pred_vertices, pred_camera.to(pred_vertices.device)) / scale
+    b = view_frame(gt_vertices.to(pred_vertices.device), gt_camera.to(pred_vertices.device)) / scale
+    distances = torch.cdist(a, b)  # (Va, Vb); meshes have hundreds of vertices
+    return float(0.5 * (distances.min(dim=1).values.mean() + distances.min(dim=0).values.mean()))
+
+
+# -- the registry ------------------------------------------------------------------------------------
+
+MetricFn = Callable[[EvaluationContext], float]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    needs_gt: bool          # needs a dataset with ground truth (synthetic data)
+    higher_is_better: bool
+    description: str        # the first line of the function's docstring
+
+
+METRICS: dict[str, MetricFn] = {}
+METRIC_INFO: dict[str, MetricInfo] = {}
+
+
+def register_metric(name: str, *, needs_gt: bool = False, higher_is_better: bool = True):
+    """Decorator adding a metric function to METRICS under `name`."""
+
+    def decorator(fn: MetricFn) -> MetricFn:
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} is already registered")
+        METRICS[name] = fn
+        description = (fn.__doc__ or name).strip().splitlines()[0]
+        METRIC_INFO[name] = MetricInfo(name, needs_gt, higher_is_better, description)
+        return fn
+
+    return decorator
+
+
+def get_metric(name: str) -> MetricFn:
+    """The metric function called `name`; an unknown name is an error listing the known ones."""
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}")
+    return METRICS[name]
+
+
+# -- the metrics ---------------------------------------------------------------------------------------
+
+@register_metric("mask_iou")
+def mask_iou(ctx: EvaluationContext) -> float:
+    """IoU of the rendered hard mask and the target mask in the input view."""
+    return float(iou(ctx.pred_mask(), ctx.require_target_mask("mask_iou")))
+
+
+@register_metric("full_mask_iou", needs_gt=True)
+def full_mask_iou(ctx: EvaluationContext) -> float:
+    """IoU of the rendered hard mask and the ground-truth full-object mask (occluders ignored)."""
+    full = _as_image_mask(ctx.require_gt("full_mask", "full_mask_iou"), ctx.image_size, "gt['full_mask']")
+    return float(iou(ctx.pred_mask(), full.to(ctx.device)))
+
+
+@register_metric("novel_view_iou", needs_gt=True)
+def novel_view_iou(ctx: EvaluationContext) -> float:
+    """Mean silhouette IoU of prediction vs. ground-truth mesh over the turntable views."""
+    gt_vertices = ctx.require_gt("vertices", "novel_view_iou").to(ctx.device, torch.float32)
+    _check_vertices(gt_vertices, ctx.template, "gt['vertices']")
+    cfg = ctx.cfg
+    pred = turntable_silhouettes(ctx.template, ctx.pred_vertices(), cfg.azimuths, cfg.novel_view_size,
+                                 cfg.novel_view_scale)
+    gt = turntable_silhouettes(ctx.template, gt_vertices, cfg.azimuths, cfg.novel_view_size, cfg.novel_view_scale)
+    return float(iou(pred, gt).mean())
+
+
+@register_metric("chamfer_3d", needs_gt=True, higher_is_better=False)
+def chamfer_3d(ctx: EvaluationContext) -> float:
+    """Chamfer distance of predicted and GT vertices in the view frame, in GT object units.
+
+    See weak_perspective_chamfer; the GT camera is the dataset sample's camera of the crop."""
+    gt_vertices = ctx.require_gt("vertices", "chamfer_3d")
+    if ctx.gt_camera is None:
+        raise MissingInputError("chamfer_3d: needs the sample's ground-truth camera")
+    return weak_perspective_chamfer(ctx.pred_vertices(), ctx.record.camera, gt_vertices, ctx.gt_camera)

@@ -1,0 +1,264 @@
+"""Evaluation: the metric registry, each metric on records with known answers, the folder-level
+evaluation with bad inputs, and scripts/evaluate.py end to end (tiny images)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO_ROOT, requires_cuda
+from meshinv.data.folder import FolderDataset
+from meshinv.data.preprocess import CropConfig, square_crop_box
+from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticGenerator, write_split
+from meshinv.evaluation import (
+    METRICS, EvaluationConfig, EvaluationContext, MissingInputError, get_metric, iou, register_metric,
+    weak_perspective_chamfer,
+)
+from meshinv.evaluation.evaluate import evaluate_results, run_evaluation, write_outputs
+from meshinv.geometry import MeshTemplate, quaternion_to_matrix
+from meshinv.inversion.results import InversionRecord
+from meshinv.render import MeshRenderer
+from meshinv.utils.io import save_image
+
+SIZE = 64
+SMALL_EVAL = dict(novel_view_size=48, grid_image_size=32, grid_rows=2)
+
+
+@pytest.fixture(scope="module")
+def template():
+    return MeshTemplate.uv_sphere()
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    """Three unoccluded synthetic test images at 64 x 64 with their ground truth."""
+    cfg = SyntheticConfig(out_dir=str(tmp_path_factory.mktemp("synthetic")), image_size=SIZE, texture_size=32,
+                          splits={"test": 3}, occluder_fraction=0.0, contact_sheet_rows=0)
+    return write_split(cfg, "test", 3, SyntheticGenerator(cfg))
+
+
+def exact_size(split, image_id: str) -> int:
+    """The crop side of an image: cropping at this size resamples nothing, so masks stay exact."""
+    bbox = json.loads((split / "annotations.json").read_text())[image_id]["bbox"]
+    return square_crop_box(bbox, CropConfig().padding)[2]
+
+
+def sample_at(split, index: int, size: int):
+    return SyntheticDataset(split, CropConfig(img_size=size, mask_threshold=0.95))[index]
+
+
+def record_for(sample, size: int, camera=None, vertices=None) -> InversionRecord:
+    """A record that reproduces the sample exactly unless `camera` / `vertices` say otherwise."""
+    return InversionRecord(
+        image_id=sample.image_id, z=torch.zeros(8), camera=sample.camera.clone() if camera is None else camera,
+        camera_init=sample.camera.clone(), class_id=sample.class_id, texture=sample.gt["texture"],
+        mesh_map=sample.gt["deformation_map"], vertices=sample.gt["vertices"] if vertices is None else vertices,
+        image_size=size, iou=float("nan"),
+    )
+
+
+def context(template, record, target_mask=None, gt=None, gt_camera=None) -> EvaluationContext:
+    return EvaluationContext(record, template, MeshRenderer(record.image_size), EvaluationConfig(**SMALL_EVAL),
+                             target_mask=target_mask, gt=gt or {}, gt_camera=gt_camera)
+
+
+# -- registry ----------------------------------------------------------------------------------------------
+
+def test_registry_knows_the_metrics_and_names_them_on_a_typo():
+    assert {"mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d"} <= set(METRICS)
+    assert get_metric("mask_iou") is METRICS["mask_iou"]
+    with pytest.raises(ValueError, match=r"unknown metric 'mask_io'; known metrics: .*chamfer_3d.*mask_iou"):
+        get_metric("mask_io")
+    with pytest.raises(ValueError, match="already registered"):
+        register_metric("mask_iou")(lambda ctx: 0.0)
+
+
+# -- metrics with known answers -----------------------------------------------------------------------------
+
+def test_perfect_record_scores_perfectly(split, template):
+    for index, image_id in enumerate(["test_00000", "test_00001"]):
+        size = exact_size(split, image_id)
+        sample = sample_at(split, index, size)
+        assert sample.image_id == image_id and not bool(sample.gt["occluded"])
+        ctx = context(template, record_for(sample, size), sample.mask, sample.gt, sample.camera)
+        assert METRICS["mask_iou"](ctx) > 0.99
+        assert METRICS["full_mask_iou"](ctx) > 0.99
+        assert METRICS["novel_view_iou"](ctx) == 1.0
+        assert METRICS["chamfer_3d"](ctx) < 1e-5
+
+
+def circle_lens_iou(distance: float, radius: float) -> float:
+    """IoU of two equal discs whose centres are `distance` apart."""
+    half = distance / (2 * radius)
+    overlap = 2 * radius ** 2 * math.acos(half) - distance / 2 * math.sqrt(4 * radius ** 2 - distance ** 2)
+    return overlap / (2 * math.pi * radius ** 2 - overlap)
+
+
+def test_scaled_or_shifted_camera_gives_the_expected_iou(template):
+    """The undeformed sphere's silhouette is a disc of radius s (NDC): a camera scaled by k has IoU
+    k^2 with it, a shifted one the IoU of two overlapping discs."""
+    sphere = template.vertices.clone()
+    unit_q = [1.0, 0.0, 0.0, 0.0]
+    camera = torch.tensor([0.6, 0.0, 0.0] + unit_q)
+    target = context(template, InversionRecord("s", torch.zeros(1), camera, camera, -1, torch.zeros(3, 8, 8),
+                                               torch.zeros(3, 32, 32), sphere, SIZE, 1.0)).pred_mask()
+    cases = [(torch.tensor([0.48, 0.0, 0.0] + unit_q), 0.8 ** 2),
+             (torch.tensor([0.6, 0.3, 0.0] + unit_q), circle_lens_iou(0.3, 0.6)),
+             (torch.tensor([0.6, 0.0, -0.6] + unit_q), circle_lens_iou(0.6, 0.6))]
+    for moved, expected in cases:
+        record = InversionRecord("s", torch.zeros(1), moved, camera, -1, torch.zeros(3, 8, 8),
+                                 torch.zeros(3, 32, 32), sphere, SIZE, 1.0)
+        assert METRICS["mask_iou"](context(template, record, target_mask=target)) == pytest.approx(expected, abs=0.03)
+    # Novel views are at a fixed scale: a sphere shrunk by 0.8 covers 0.64 of the true one in every view.
+    record = InversionRecord("s", torch.zeros(1), camera, camera, -1, torch.zeros(3, 8, 8), torch.zeros(3, 32, 32),
+                             0.8 * sphere, SIZE, 1.0)
+    value = METRICS["novel_view_iou"](context(template, record, gt={"vertices": sphere}))
+    assert value == pytest.approx(0.64, abs=0.03)
+
+
+def test_iou_edge_cases():
+    a = torch.zeros(2, 4, 4, dtype=torch.bool)
+    b = a.clone()
+    b[1, :2] = True
+    a[1, :1] = True
+    assert iou(a, b).tolist() == [1.0, 0.5]  # two empty masks agree
+
+
+def test_chamfer_3d_invariances(split):
+    sample = sample_at(split, 0, SIZE)
+    vertices, camera = sample.gt["vertices"], sample.camera
+    assert weak_perspective_chamfer(vertices, camera, vertices, camera) < 1e-6
+    # A shift along the viewing direction (unobservable under weak perspective) changes nothing.
+    rotation = quaternion_to_matrix(camera[3:])
+    depth_shift = rotation.T @ torch.tensor([0.0, 0.0, 0.7]) / camera[0]
+    assert weak_perspective_chamfer(vertices + depth_shift, camera, vertices, camera) < 1e-5
+    # Neither does a bigger object seen by a camera of smaller scale.
+    smaller = camera.clone()
+    smaller[0] /= 1.5
+    assert weak_perspective_chamfer(1.5 * vertices, smaller, vertices, camera) < 1e-5
+    # The same error seen in a crop twice as large (scale and translation of both cameras doubled,
+    # i.e. about the crop centre) is the same number: units are GT object units.
+    shifted = camera.clone()
+    shifted[1] += 0.1
+    value = weak_perspective_chamfer(vertices, shifted, vertices, camera)
+    assert 0 < value <= 0.1 / float(camera[0]) + 1e-6
+    doubled = lambda c: torch.cat([c[:3] * 2, c[3:]])  # noqa: E731
+    assert weak_perspective_chamfer(vertices, doubled(shifted), vertices, doubled(camera)) == pytest.approx(value)
+    # An in-plane shift is not free: a larger one costs more, never more than the shift itself.
+    far = camera.clone()
+    far[1] += 5.0
+    assert value < weak_perspective_chamfer(vertices, far, vertices, camera) <= 5.0 / float(camera[0])
+
+
+def test_missing_inputs_are_clear_errors(split, template):
+    sample = sample_at(split, 0, SIZE)
+    ctx = context(template, record_for(sample, SIZE))
+    with pytest.raises(MissingInputError, match="no target mask"):
+        METRICS["mask_iou"](ctx)
+    with pytest.raises(MissingInputError, match=r"gt\['full_mask'\]"):
+        METRICS["full_mask_iou"](ctx)
+    wrong_size = context(template, record_for(sample, SIZE), target_mask=torch.ones(1, 32, 32))
+    with pytest.raises(ValueError, match=r"\(32, 32\), expected \(64, 64\)"):
+        METRICS["mask_iou"](wrong_size)
+
+
+# -- folders ----------------------------------------------------------------------------------------------
+
+def write_results(split, out):
+    """A results folder: a perfect record (at the exact crop size, with its images), a record with a
+    shifted camera at 48 x 48 (no target_mask.png: the dataset's mask is used), a damaged result.pt and
+    a folder whose inversion did not finish."""
+    size = exact_size(split, "test_00000")
+    perfect = sample_at(split, 0, size)
+    record_for(perfect, size).save(out / "test_00000" / "result.pt")
+    image = ((perfect.image + 1) / 2).permute(1, 2, 0).numpy()
+    save_image(out / "test_00000" / "input.png", image)
+    save_image(out / "test_00000" / "render.png", image)
+    save_image(out / "test_00000" / "target_mask.png", perfect.mask[0].numpy())
+    other = sample_at(split, 1, 48)
+    camera = other.camera.clone()
+    camera[1] += 0.2
+    record_for(other, 48, camera=camera).save(out / "test_00001" / "result.pt")
+    (out / "test_00002").mkdir()
+    (out / "test_00002" / "result.pt").write_bytes(b"not a torch file")
+    save_image(out / "unfinished" / "input.png", image)
+
+
+def test_evaluation_of_a_folder_records_failures_and_skips_without_ground_truth(split, template, tmp_path):
+    write_results(split, tmp_path)
+    cfg = EvaluationConfig(**SMALL_EVAL)
+    result = run_evaluation(tmp_path, split, template=template, cfg=cfg)
+    assert sorted(result.per_image) == ["test_00000", "test_00001"]
+    assert sorted(result.failed) == ["test_00002", "unfinished"]
+    assert "no inversion result" in result.failed["unfinished"]
+    perfect, shifted = result.per_image["test_00000"], result.per_image["test_00001"]
+    assert perfect["mask_iou"] > 0.99 and perfect["chamfer_3d"] < 1e-5 and perfect["novel_view_iou"] == 1.0
+    assert shifted["mask_iou"] < 0.95 and shifted["chamfer_3d"] > 0.01 and shifted["novel_view_iou"] == 1.0
+    assert result.means["mask_iou"] == pytest.approx((perfect["mask_iou"] + shifted["mask_iou"]) / 2)
+    assert result.counts == {name: 2 for name in cfg.metrics} and not result.skipped
+
+    # No dataset, or one without ground truth: the GT metrics are skipped, mask_iou still runs where
+    # the folder has its target mask.
+    alone = run_evaluation(tmp_path, None, template=template, cfg=cfg)
+    assert alone.metrics == ["mask_iou"] and set(alone.skipped) == {"full_mask_iou", "novel_view_iou", "chamfer_3d"}
+    assert "no dataset" in alone.skipped["chamfer_3d"]
+    assert alone.counts["mask_iou"] == 1 and "no target mask" in alone.metric_errors["test_00001"]["mask_iou"]
+    plain = run_evaluation(tmp_path, FolderDataset(split, CropConfig(mask_threshold=0.95)), template=template, cfg=cfg)
+    assert "no ground truth" in plain.skipped["novel_view_iou"] and plain.counts["mask_iou"] == 2
+    assert plain.per_image["test_00001"]["mask_iou"] == pytest.approx(shifted["mask_iou"])
+    per_image, means = evaluate_results(tmp_path, None, template=template,
+                                        cfg=EvaluationConfig(metrics=["mask_iou"], limit=1, grid_rows=0))
+    assert per_image == {"test_00000": {"mask_iou": perfect["mask_iou"]}} and means == {"mask_iou": perfect["mask_iou"]}
+
+
+@requires_cuda
+def test_evaluation_on_cuda_matches_cpu(split, template, tmp_path):
+    write_results(split, tmp_path)
+    cfg = EvaluationConfig(**SMALL_EVAL)
+    cpu = run_evaluation(tmp_path, split, template=MeshTemplate.uv_sphere(), cfg=cfg, device="cpu")
+    cuda = run_evaluation(tmp_path, split, template=MeshTemplate.uv_sphere(), cfg=cfg, device="cuda")
+    assert cuda.per_image.keys() == cpu.per_image.keys()
+    for image_id, values in cpu.per_image.items():
+        assert cuda.per_image[image_id] == pytest.approx(values, abs=1e-4)
+
+
+def test_evaluate_script_end_to_end(split, tmp_path):
+    write_results(split, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "scripts/evaluate.py", "--config", "configs/synthetic.yaml", "--results", str(tmp_path),
+         "--data", str(split), "--set", "device=cpu", "--set", "evaluation.novel_view_size=32",
+         "--set", "evaluation.grid_image_size=32", "--set", "evaluation.grid_rows=2"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["counts"]["evaluated"] == 2 and metrics["counts"]["failed"] == 2
+    assert set(metrics["means"]) == {"mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d"}
+    assert metrics["per_image"]["test_00000"]["mask_iou"] > 0.99 and metrics["skipped"] == {}
+    report = (tmp_path / "report.md").read_text()
+    assert "| mask_iou |" in report and "Worst 2 images by mask IoU" in report
+    assert "test_00002" in report and "](report_grid.png)" in report
+    with Image.open(tmp_path / "report_grid.png") as grid:
+        # 2 rows of input, reconstruction, 4 predicted and 4 GT views, 32 px each, 2 px padding.
+        assert grid.size == (10 * 32 + 11 * 2, 2 * 32 + 3 * 2)
+    assert (tmp_path / "evaluate_config.yaml").is_file() and (tmp_path / "evaluate_log.txt").is_file()
+
+    unknown = subprocess.run(
+        [sys.executable, "scripts/evaluate.py", "--config", "configs/synthetic.yaml", "--results", str(tmp_path),
+         "--set", "evaluation.metrics=[mask_io]", "--set", "device=cpu"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert unknown.returncode == 1 and "unknown metric 'mask_io'" in unknown.stderr
+
+
+def test_write_outputs_without_images(tmp_path, template):
+    (tmp_path / "results" / "a").mkdir(parents=True)
+    (tmp_path / "results" / "a" / "result.pt").write_bytes(b"")
+    result = run_evaluation(tmp_path / "results", None, template=template, cfg=EvaluationConfig(**SMALL_EVAL))
+    paths = write_outputs(result, tmp_path / "out")
+    assert "grid" not in paths and json.loads(paths["metrics"].read_text())["means"] == {"mask_iou": None}
+    assert "a" in paths["report"].read_text()
