@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .data.pseudogt import PseudoGTConfig
+from .data.segment import SegmentConfig
 from .data.synthetic import SyntheticConfig
 from .evaluation.config import EvaluationConfig
 from .geometry.template import TemplateConfig
+from .inversion.config import InversionConfig
+from .training.camera import CameraTrainConfig
 from .training.config import ModelConfig, PretrainConfig
 
 
@@ -41,4 +44,7 @@ class ExperimentConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     pseudogt: PseudoGTConfig = field(default_factory=PseudoGTConfig)
+    camera: CameraTrainConfig = field(default_factory=CameraTrainConfig)   # camera predictor
+    segment: SegmentConfig = field(default_factory=SegmentConfig)          # automatic masks
+    inversion: InversionConfig = field(default_factory=InversionConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)

@@ -1,0 +1,92 @@
+"""Starting cameras for inversion: a predictions file, the dataset's camera, or that camera perturbed.
+
+A camera-predictor checkpoint, when configured, is applied by the batch runner (it needs the images);
+this module handles everything that is per image and cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import zlib
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..data.sample import DataError, Sample
+from ..geometry.camera import quaternion_multiply
+from .config import CameraInitConfig
+
+log = logging.getLogger(__name__)
+
+
+def load_camera_predictions(path: str | os.PathLike) -> dict[str, dict]:
+    """Read a predictions file in the original's cmr_pred_cam.pth format:
+    {image stem: {"pred_cam": (7,) [s, tx, ty, qw, qx, qy, qz], "pred_pose_overlay_iou": float}}."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"camera predictions file {path} does not exist")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a dict keyed by image name, got {type(data).__name__}")
+    for key, item in list(data.items())[:1]:
+        if not isinstance(item, dict) or "pred_cam" not in item or "pred_pose_overlay_iou" not in item:
+            raise DataError(f"{path}[{key!r}]: expected keys 'pred_cam' and 'pred_pose_overlay_iou'")
+    return data
+
+
+def _random_unit_vector(generator: torch.Generator, size: int) -> torch.Tensor:
+    v = torch.randn(size, generator=generator, dtype=torch.float64)
+    return v / v.norm().clamp_min(1e-12)
+
+
+def perturb_camera(camera: torch.Tensor, cfg: CameraInitConfig, generator: torch.Generator) -> torch.Tensor:
+    """The camera (7,) rotated by exactly cfg.noise_rotation_deg about a random axis (applied in
+    camera space), shifted by cfg.noise_translation of the image side in a random direction (the
+    NDC image is 2 wide), and its scale multiplied by 1 +- cfg.noise_scale (random sign)."""
+    camera = camera.double().clone()
+    angle = math.radians(cfg.noise_rotation_deg)
+    axis = _random_unit_vector(generator, 3)
+    turn = torch.cat([torch.tensor([math.cos(angle / 2)], dtype=torch.float64), math.sin(angle / 2) * axis])
+    camera[3:] = quaternion_multiply(turn, camera[3:] / camera[3:].norm())
+    camera[1:3] += 2 * cfg.noise_translation * _random_unit_vector(generator, 2)
+    sign = 1.0 if torch.rand(1, generator=generator).item() < 0.5 else -1.0
+    camera[0] *= 1 + sign * cfg.noise_scale
+    return camera.float()
+
+
+def _noise_generator(seed: int, image_id: str) -> torch.Generator:
+    # Seeded per image so that an image gets the same start whatever batch it is in.
+    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(image_id.encode())) % (2**63))
+
+
+class CameraInitializer:
+    """Chooses each sample's starting camera (see CameraInitConfig for the order of preference)."""
+
+    def __init__(self, cfg: CameraInitConfig, seed: int = 0):
+        self.cfg = cfg
+        self.seed = seed
+        self.predictions = load_camera_predictions(cfg.predictions) if cfg.predictions else None
+        self.adds_noise = any(x > 0 for x in (cfg.noise_rotation_deg, cfg.noise_translation, cfg.noise_scale))
+
+    def from_prediction(self, sample: Sample) -> Optional[torch.Tensor]:
+        if self.predictions is None:
+            return None
+        item = self.predictions.get(Path(sample.source).stem) or self.predictions.get(sample.image_id)
+        if item is None or float(item["pred_pose_overlay_iou"]) <= self.cfg.min_prediction_iou:
+            return None
+        return torch.as_tensor(item["pred_cam"], dtype=torch.float32).reshape(7)
+
+    def __call__(self, sample: Sample) -> tuple[torch.Tensor, str]:
+        """(camera (7,), where it came from). Raises DataError when there is none."""
+        predicted = self.from_prediction(sample)
+        if predicted is not None:
+            return predicted, "predictions"
+        if sample.camera is None:
+            raise DataError(f"{sample.source}: no starting camera: the dataset has none for this image and no "
+                            "camera prediction applies (set inversion.camera_init.predictions or .predictor)")
+        if not self.adds_noise:
+            return sample.camera.float(), "dataset"
+        return perturb_camera(sample.camera, self.cfg, _noise_generator(self.seed, sample.image_id)), "dataset+noise"
