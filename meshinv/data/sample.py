@@ -8,8 +8,9 @@ right, y down, pixel (row i, column j) covers [j, j+1) x [i, i+1) and has its ce
 
 and the matching NDC camera of an S x S image (the renderer's and the losses' convention) is
 s_ndc = 2 s / S, t_ndc = 2 t / S - 1, exactly, because pixel centres map to (2j + 1)/S - 1.
-CMR/ConvMesh files put pixel centres at integers instead; their loaders add 0.5 to translations
-and bounding boxes on reading.
+CMR/ConvMesh annotation files use 1-based MATLAB pixel indices instead (the centre of 0-based
+column j is at j + 1); meshinv.data.cmr converts them on reading (points and SfM translations
+- 0.5, inclusive boxes (x1, y1, x2, y2) -> (x1 - 1, y1 - 1, x2, y2)).
 """
 
 from __future__ import annotations

@@ -1,0 +1,222 @@
+"""CUB-200-2011 birds as CMR, ConvMesh and MeshInversion use them (SPEC section 9).
+
+    ROOT/CUB_200_2011/images/<class folder>/<name>.jpg
+                      images.txt                  "<image id> <rel_path>"
+                      image_class_labels.txt      "<image id> <class>", 1-based (class_id = class - 1)
+                      train_test_split.txt        "<image id> <1 train | 0 test>" (checked, not needed)
+                      bounding_boxes.txt          "<image id> <x> <y> <w> <h>" (checked, not needed:
+                                                  the cache's boxes are the ones CMR crops with)
+    ROOT/cache/data/<split>_cub_cleaned.mat       CMR's `images` struct array (meshinv.data.cmr)
+    ROOT/cache/sfm/anno_<split>.mat               CMR's `sfm_anno` struct array, S, conv_tri
+    ROOT/predicted_mask/<index>.npy               optional: PointRend masks of the original release,
+                                                  one per index of the test split's annotations
+    ROOT/cache/cmr_pred_cam.pth                   optional: CMR's camera predictions per image stem
+
+ConvMesh's layout (data/ and sfm/ directly under ROOT) is accepted as well. Splits: train, and
+CMR's testval divided into val and test (the paper evaluates on test).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .cmr import CmrAnnotation, CmrDataset, load_predicted_mask
+from .preprocess import CropConfig
+from .sample import DataError
+
+log = logging.getLogger(__name__)
+
+CUB_SPLITS = ("train", "val", "test", "testval")
+CUB_KEYPOINT_NAMES = ("back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing",
+                      "nape", "right eye", "right leg", "right wing", "tail", "throat")
+# Keypoint k of a mirrored bird is keypoint CUB_KEYPOINT_PERMUTATION[k] of the original (left <-> right).
+CUB_KEYPOINT_PERMUTATION = np.array([1, 2, 3, 4, 5, 6, 11, 12, 13, 10, 7, 8, 9, 14, 15]) - 1
+# The original keeps a CMR camera prediction only when its overlay IoU is above this.
+CMR_PREDICTION_MIN_IOU = 0.7
+
+
+@dataclass(frozen=True)
+class CubPaths:
+    root: Path
+    cub_dir: Path        # CUB_200_2011/
+    cache_dir: Path      # holds data/ and sfm/
+
+    @property
+    def image_dir(self) -> Path:
+        return self.cub_dir / "images"
+
+    def annotation(self, split: str) -> Path:
+        return self.cache_dir / "data" / f"{split}_cub_cleaned.mat"
+
+    def sfm(self, split: str) -> Path:
+        return self.cache_dir / "sfm" / f"anno_{split}.mat"
+
+    @property
+    def predicted_mask_dir(self) -> Path:
+        return self.root / "predicted_mask"
+
+    @property
+    def predicted_cameras(self) -> Path:
+        return self.root / "cache" / "cmr_pred_cam.pth"
+
+
+def cub_paths(root: str | os.PathLike) -> CubPaths:
+    """Where each part of a CUB root lives: MeshInversion's cache/ layout, else ConvMesh's."""
+    root = Path(root)
+    cache = root / "cache"
+    if not (cache / "data").is_dir() and (root / "data").is_dir():
+        cache = root
+    return CubPaths(root, root / "CUB_200_2011", cache)
+
+
+def _read_id_table(path: Path, columns: int) -> dict[str, list[str]]:
+    """A CUB text table "<image id> <value> ..." -> {image id: values}; errors name file and line."""
+    table = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != columns:
+            raise DataError(f"{path}:{number}: expected {columns} fields, got {len(fields)}: {line!r}")
+        table[fields[0]] = fields[1:]
+    return table
+
+
+def read_cub_class_labels(cub_dir: str | os.PathLike) -> dict[str, int]:
+    """{image path relative to images/: 0-based class id} from images.txt and image_class_labels.txt."""
+    cub_dir = Path(cub_dir)
+    images = _read_id_table(cub_dir / "images.txt", 2)
+    labels = _read_id_table(cub_dir / "image_class_labels.txt", 2)
+    out = {}
+    for image_id, (rel_path,) in images.items():
+        if image_id not in labels:
+            raise DataError(f"{cub_dir / 'image_class_labels.txt'}: no class for image {image_id} ({rel_path})")
+        try:
+            out[rel_path] = int(labels[image_id][0]) - 1
+        except ValueError:
+            raise DataError(f"{cub_dir / 'image_class_labels.txt'}: class of image {image_id} "
+                            "is not an integer") from None
+    return out
+
+
+class CUBDataset(CmrDataset):
+    """One split of CUB as preprocessed Samples (see meshinv.data.cmr for the cameras and keypoints).
+
+    class_id comes from image_class_labels.txt (0-based); without the CUB text files, from the
+    annotations' own class_id field (1-based there) if present, else -1. image_id is the file stem
+    (the key of cmr_pred_cam.pth). With use_predicted_mask, the mask is the predicted one
+    (predicted_mask/<index>.npy, index into this split's annotations, as the original) and
+    gt["annotated_mask"] keeps the annotated one.
+    """
+
+    keypoint_permutation = CUB_KEYPOINT_PERMUTATION
+
+    def __init__(self, root: str | os.PathLike, crop: Optional[CropConfig] = None, split: str = "test",
+                 mirror: bool = False, use_predicted_mask: bool = False,
+                 predicted_mask_dir: Optional[str | os.PathLike] = None, seed: Optional[int] = None):
+        if split not in CUB_SPLITS:
+            raise DataError(f"CUB has no split {split!r} (splits: {', '.join(CUB_SPLITS)})")
+        self.paths = cub_paths(root)
+        self.split = split
+        super().__init__(self.paths.image_dir, self.paths.annotation(split), self.paths.sfm(split), crop, mirror, seed)
+        self.predicted_mask_dir = None
+        if use_predicted_mask:
+            self.predicted_mask_dir = Path(predicted_mask_dir) if predicted_mask_dir else self.paths.predicted_mask_dir
+            if not self.predicted_mask_dir.is_dir():
+                raise DataError(f"{self.predicted_mask_dir}: predicted-mask folder not found (use_predicted_mask)")
+        self.class_ids = self._read_classes()
+        log.info("CUB %s: %d images from %s", split, len(self), self.paths.annotation(split))
+
+    def _read_classes(self) -> list[int]:
+        cub_dir = self.paths.cub_dir
+        if (cub_dir / "images.txt").is_file() and (cub_dir / "image_class_labels.txt").is_file():
+            labels = read_cub_class_labels(cub_dir)
+            unknown = [p for p in self.rel_paths if p not in labels]
+            if unknown:
+                raise DataError(f"{cub_dir / 'images.txt'}: {len(unknown)} images of {self.annotation_path} are not "
+                                f"listed (e.g. {unknown[0]}); is this the CUB_200_2011 release?")
+            return [labels[p] for p in self.rel_paths]
+        if all("class_id" in r._fieldnames for r in self.records):
+            log.warning("%s: no images.txt / image_class_labels.txt; using the annotations' class_id", cub_dir)
+            return [int(np.asarray(r.class_id).reshape(())) - 1 for r in self.records]
+        log.warning("%s: no class labels (images.txt, image_class_labels.txt); class_id = -1", cub_dir)
+        return [-1] * len(self.records)
+
+    def _class_id(self, record_index: int) -> int:
+        return self.class_ids[record_index]
+
+    def _mask(self, record_index: int, annotation: CmrAnnotation) -> np.ndarray:
+        if self.predicted_mask_dir is None:
+            return annotation.mask
+        return load_predicted_mask(self.predicted_mask_dir / f"{record_index}.npy", annotation.mask.shape)
+
+
+# -- CMR's camera predictions ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CmrCameraPrediction:
+    """One entry of cmr_pred_cam.pth. camera (7,) [s, tx, ty, qw, qx, qy, qz] in the NDC of the
+    original's crop (padding 0.05, no jitter, not mirrored): the same crop as ours up to rounding,
+    and, like every camera of the original, within half a pixel of our convention (not corrected:
+    inversion optimises the camera anyway). overlay_iou: IoU of its rendered mean shape and the mask."""
+
+    camera: torch.Tensor
+    overlay_iou: float
+
+
+def load_cmr_predicted_cameras(path: str | os.PathLike, trusted: bool = False) -> dict[str, CmrCameraPrediction]:
+    """Read the original's cmr_pred_cam.pth: {image stem: {pred_cam: (7,), pred_pose_overlay_iou}}.
+
+    Loaded with weights_only (tensors, numbers, dicts); a file that needs more (e.g. numpy arrays)
+    is refused unless `trusted`, which unpickles it: only for a download you trust."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: CMR camera predictions not found")
+    if trusted:
+        log.warning("%s: loading with full unpickling (trusted=True)", path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{path}: holds objects a weights-only load refuses; load it with trusted=True only if "
+                        f"you trust the file ({str(e).splitlines()[0]})") from None
+    except (OSError, RuntimeError, EOFError) as e:
+        raise DataError(f"{path}: cannot read camera predictions ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a dict keyed by image stem, got {type(data).__name__}")
+    out = {}
+    for key, item in data.items():
+        where = f"{path}[{key!r}]"
+        if not isinstance(item, dict) or "pred_cam" not in item or "pred_pose_overlay_iou" not in item:
+            raise DataError(f"{where}: expected a dict with pred_cam and pred_pose_overlay_iou")
+        try:
+            camera = torch.as_tensor(np.asarray(item["pred_cam"], dtype=np.float32)).reshape(-1)
+            iou = float(np.asarray(item["pred_pose_overlay_iou"], dtype=np.float64).reshape(()))
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{where}: pred_cam must be 7 numbers and pred_pose_overlay_iou one ({e})") from None
+        if camera.numel() != 7 or not torch.isfinite(camera).all():
+            raise DataError(f"{where}: pred_cam must be 7 finite numbers [s, tx, ty, qw, qx, qy, qz], "
+                            f"got {camera.numel()}")
+        out[str(key)] = CmrCameraPrediction(camera, iou)
+    log.info("%s: %d camera predictions", path, len(out))
+    return out
+
+
+def select_camera(dataset_camera: Optional[torch.Tensor], prediction: Optional[CmrCameraPrediction],
+                  min_iou: float = CMR_PREDICTION_MIN_IOU) -> tuple[Optional[torch.Tensor], str]:
+    """The original's choice of starting camera: the prediction if its overlay IoU is above
+    `min_iou`, else the dataset's (SfM) camera. Returns (camera, "prediction" | "dataset")."""
+    if prediction is not None and prediction.overlay_iou > min_iou:
+        return prediction.camera.clone(), "prediction"
+    return dataset_camera, "dataset"
