@@ -8,7 +8,7 @@
     results     the on-disk result format (InversionRecord)
 """
 
-from .camera_init import CameraInitializer, load_camera_predictions, perturb_camera
+from .camera_init import CameraInitializer, perturb_camera
 from .config import CameraInitConfig, ExportConfig, InversionConfig, InversionLossConfig
 from .engine import BatchResult, Inverter, invert
 from .objective import InversionObjective, InversionTargets, mask_iou
@@ -16,7 +16,7 @@ from .results import InversionRecord, finished_ids, iter_records, load_record
 from .run import InversionRun
 
 __all__ = [
-    "CameraInitializer", "load_camera_predictions", "perturb_camera", "CameraInitConfig", "ExportConfig",
+    "CameraInitializer", "perturb_camera", "CameraInitConfig", "ExportConfig",
     "InversionConfig", "InversionLossConfig", "BatchResult", "Inverter", "invert", "InversionObjective",
     "InversionTargets", "mask_iou", "InversionRecord", "finished_ids", "iter_records", "load_record", "InversionRun",
 ]

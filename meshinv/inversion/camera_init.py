@@ -8,33 +8,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import zlib
 from pathlib import Path
-from typing import Optional
 
 import torch
 
+from ..data.cub import load_cmr_predicted_cameras, select_camera
 from ..data.sample import DataError, Sample
 from ..geometry.camera import quaternion_multiply
 from .config import CameraInitConfig
 
 log = logging.getLogger(__name__)
-
-
-def load_camera_predictions(path: str | os.PathLike) -> dict[str, dict]:
-    """Read a predictions file in the original's cmr_pred_cam.pth format:
-    {image stem: {"pred_cam": (7,) [s, tx, ty, qw, qx, qy, qz], "pred_pose_overlay_iou": float}}."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"camera predictions file {path} does not exist")
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a dict keyed by image name, got {type(data).__name__}")
-    for key, item in list(data.items())[:1]:
-        if not isinstance(item, dict) or "pred_cam" not in item or "pred_pose_overlay_iou" not in item:
-            raise DataError(f"{path}[{key!r}]: expected keys 'pred_cam' and 'pred_pose_overlay_iou'")
-    return data
 
 
 def _random_unit_vector(generator: torch.Generator, size: int) -> torch.Tensor:
@@ -68,22 +52,17 @@ class CameraInitializer:
     def __init__(self, cfg: CameraInitConfig, seed: int = 0):
         self.cfg = cfg
         self.seed = seed
-        self.predictions = load_camera_predictions(cfg.predictions) if cfg.predictions else None
+        self.predictions = load_cmr_predicted_cameras(cfg.predictions) if cfg.predictions else None
         self.adds_noise = any(x > 0 for x in (cfg.noise_rotation_deg, cfg.noise_translation, cfg.noise_scale))
-
-    def from_prediction(self, sample: Sample) -> Optional[torch.Tensor]:
-        if self.predictions is None:
-            return None
-        item = self.predictions.get(Path(sample.source).stem) or self.predictions.get(sample.image_id)
-        if item is None or float(item["pred_pose_overlay_iou"]) <= self.cfg.min_prediction_iou:
-            return None
-        return torch.as_tensor(item["pred_cam"], dtype=torch.float32).reshape(7)
 
     def __call__(self, sample: Sample) -> tuple[torch.Tensor, str]:
         """(camera (7,), where it came from). Raises DataError when there is none."""
-        predicted = self.from_prediction(sample)
-        if predicted is not None:
-            return predicted, "predictions"
+        prediction = None
+        if self.predictions is not None:
+            prediction = self.predictions.get(Path(sample.source).stem) or self.predictions.get(sample.image_id)
+        camera, source = select_camera(sample.camera, prediction, self.cfg.min_prediction_iou)
+        if source == "prediction":
+            return camera.float(), "predictions"
         if sample.camera is None:
             raise DataError(f"{sample.source}: no starting camera: the dataset has none for this image and no "
                             "camera prediction applies (set inversion.camera_init.predictions or .predictor)")
