@@ -1,0 +1,228 @@
+"""CMR-style camera predictor: image -> weak-perspective camera [s, tx, ty, qw, qx, qy, qz].
+
+Architecture (CMR's `Encoder` + scale / translation / quaternion heads, akanazawa/cmr
+`nnutils/mesh_net.py`, also MeshInversion's `lib/models/cmr_mesh_net.py`):
+
+    ResNet-18 through layer4            (B, 512, S/32, S/32)   ImageNet weights when available
+    conv 4x4 stride 2 + BN + LReLU(0.2) (B, 256, S/64, S/64)
+    flatten, 2 x (Linear + BN + LReLU)  (B, feature_dim)        CMR: 200
+    scale       relu(Linear + 1) + 1e-12   (offset so that the initial scale is about 1)
+    translation Linear                     (tx, ty)
+    quaternion  normalize(Linear)          unit (w, x, y, z)
+
+The camera is in the NDC convention of the crop the image came from (meshinv.geometry.camera):
+the same numbers hold for that crop at any resolution, so a predictor run at 128 x 128 gives the
+camera of the 256 x 256 crop of the same box. Input images are in [-1, 1] and are mapped to the
+ImageNet normalisation inside the model, as CMR feeds its ResNet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..utils.io import save_torch
+from ..utils.weights import MissingWeightsError, find_weights
+from .checkpoints import CheckpointError, check_state_dict
+
+log = logging.getLogger(__name__)
+
+RESNET18_WEIGHTS = "resnet18-f37072fd.pth"  # torchvision's resnet18(weights=IMAGENET1K_V1) file
+CHECKPOINT_FORMAT = "meshinv.camera_predictor"
+CHECKPOINT_VERSION = 1
+_RESERVED = {"format", "format_version", "model_config", "model"}
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ResNetTrunk(nn.Module):
+    """torchvision's ResNet-18 without its pooling and classifier: (B, 3, S, S) -> (B, 512, S/32, S/32).
+
+    Keeps torchvision's parameter names (conv1, bn1, layer1..4), so its ImageNet file loads as is.
+    """
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import resnet18
+
+        resnet = resnet18(weights=None)  # never downloads; weights come from load_imagenet()
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            self.add_module(name, getattr(resnet, name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def load_imagenet(self, path: str | os.PathLike) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        check_state_dict(self, state, what=str(path))
+        self.load_state_dict(state)
+
+
+def _init_normal(module: nn.Module) -> None:
+    """CMR's initialisation of the encoder head: N(0, 0.02) weights, zero biases, unit BN."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class CameraPredictor(nn.Module):
+    """Predicts (B, 7) cameras [s, tx, ty, qw, qx, qy, qz] from (B, 3, H, H) crops in [-1, 1]
+    (resized to image_size when H differs).
+
+    Args:
+        image_size: input side S; a multiple of 64 (the head flattens an S/64 x S/64 map).
+        feature_dim: size of the feature the three heads read (CMR: 200).
+        pretrained_trunk: start the ResNet-18 from ImageNet weights (`resnet18-f37072fd.pth`,
+            looked up by meshinv.utils.weights.find_weights). False: random trunk, trained from scratch.
+        allow_random_trunk: with pretrained_trunk, a missing weight file is an error unless this is
+            set, in which case the trunk stays random and a warning says so.
+    """
+
+    def __init__(self, image_size: int = 256, feature_dim: int = 200, pretrained_trunk: bool = False,
+                 allow_random_trunk: bool = False):
+        super().__init__()
+        if image_size < 64 or image_size % 64:
+            raise ValueError(f"camera predictor image_size must be a positive multiple of 64, got {image_size}")
+        self.image_size = int(image_size)
+        self.feature_dim = int(feature_dim)
+        self.trunk = ResNetTrunk()
+        self.trunk_initialisation = "random"
+        if pretrained_trunk:
+            self._load_trunk(allow_random_trunk)
+        self.head_conv = nn.Sequential(
+            nn.Conv2d(512, 256, kernel_size=4, stride=2, padding=1), nn.BatchNorm2d(256), nn.LeakyReLU(0.2))
+        cells = (self.image_size // 64) ** 2
+        self.head_fc = nn.Sequential(
+            nn.Linear(256 * cells, feature_dim), nn.BatchNorm1d(feature_dim), nn.LeakyReLU(0.2),
+            nn.Linear(feature_dim, feature_dim), nn.BatchNorm1d(feature_dim), nn.LeakyReLU(0.2))
+        _init_normal(self.head_conv)
+        _init_normal(self.head_fc)
+        self.scale_head = nn.Linear(feature_dim, 1)
+        self.translation_head = nn.Linear(feature_dim, 2)
+        self.quaternion_head = nn.Linear(feature_dim, 4)
+        self.register_buffer("input_mean", torch.tensor(_IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(_IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
+
+    def _load_trunk(self, allow_random: bool) -> None:
+        try:
+            path = find_weights(RESNET18_WEIGHTS, what="camera predictor trunk (ImageNet ResNet-18)")
+        except MissingWeightsError as err:
+            if not allow_random:
+                raise MissingWeightsError(
+                    f"{err}\nOr train the trunk from scratch: pretrained_trunk: false (or allow_random_trunk: true "
+                    "to fall back to it when the file is missing).") from None
+            log.warning("!!! %s is missing: the camera predictor's ResNet-18 starts from RANDOM weights "
+                        "(allow_random_trunk is set); expect a slower, worse training than CMR's !!!",
+                        RESNET18_WEIGHTS)
+            return
+        self.trunk.load_imagenet(path)
+        self.trunk_initialisation = "imagenet"
+        log.info("camera predictor trunk: ImageNet weights from %s", path)
+
+    @property
+    def config(self) -> dict[str, int]:
+        """Constructor arguments that fix the architecture (what a checkpoint records)."""
+        return {"image_size": self.image_size, "feature_dim": self.feature_dim}
+
+    def extra_repr(self) -> str:
+        return f"image_size={self.image_size}, feature_dim={self.feature_dim}"
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, H) in [-1, 1] -> (B, feature_dim); crops of another size are resized to S x S
+        first (an NDC camera does not depend on the crop's resolution, only on its box)."""
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+            raise ValueError(f"camera predictor expects square crops (B, 3, H, H), got {tuple(images.shape)}")
+        if images.shape[-1] != self.image_size:
+            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear",
+                                   align_corners=False, antialias=images.shape[-1] > self.image_size)
+        x = ((images + 1) / 2 - self.input_mean) / self.input_std
+        x = self.head_conv(self.trunk(x))
+        return self.head_fc(x.flatten(1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, H) crops in [-1, 1] -> (B, 7) [s, tx, ty, qw, qx, qy, qz], s > 0, |q| = 1."""
+        feature = self.features(images)
+        # CMR biases the scale towards 1 and keeps it positive.
+        scale = F.relu(self.scale_head(feature) + 1.0) + 1e-12
+        quaternion = F.normalize(self.quaternion_head(feature), dim=-1)
+        return torch.cat([scale, self.translation_head(feature), quaternion], dim=1)
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+def save_camera_predictor(path: str | os.PathLike, model: CameraPredictor,
+                          extra: Optional[Mapping[str, Any]] = None) -> None:
+    """Write a self-describing checkpoint atomically:
+    {format, format_version, model_config, model (CPU state_dict), **extra}.
+
+    `extra` (iteration, optimizer state, config, mean shape, ...) must be loadable with
+    weights_only=True and must not use the reserved keys.
+    """
+    extra = dict(extra or {})
+    clash = sorted(_RESERVED & set(extra))
+    if clash:
+        raise ValueError(f"extra entries use reserved checkpoint keys: {clash}")
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "model_config": dict(model.config),
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        **extra,
+    }
+    save_torch(path, checkpoint)
+    log.info("saved camera predictor %s", path)
+
+
+def read_camera_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint dict of a camera predictor file (a bare file name is looked up in the
+    pretrained folders); checks its format."""
+    path = Path(path) if Path(path).is_file() else find_weights(str(path), what="camera predictor checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only refuses arbitrary pickled objects: say so plainly
+        raise CheckpointError(f"cannot load {path} as a weights-only checkpoint: {err}") from err
+    if not isinstance(checkpoint, Mapping) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        found = checkpoint.get("format") if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+        raise CheckpointError(f"{path} is not a camera predictor checkpoint (format {found!r}, "
+                              f"expected {CHECKPOINT_FORMAT!r}; scripts/train_camera.py writes them)")
+    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: unsupported {CHECKPOINT_FORMAT} format_version "
+                              f"{checkpoint.get('format_version')!r} (this code reads {CHECKPOINT_VERSION})")
+    checkpoint = dict(checkpoint)
+    checkpoint["path"] = str(path)
+    return checkpoint
+
+
+def camera_predictor_from_checkpoint(checkpoint: Mapping[str, Any], device: torch.device | str = "cpu"
+                                     ) -> CameraPredictor:
+    """Build the predictor a checkpoint dict describes and load its weights (eval mode)."""
+    name = checkpoint.get("path", "checkpoint")
+    try:
+        model = CameraPredictor(**checkpoint["model_config"])  # no ImageNet file needed: weights follow
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{name}: cannot build a camera predictor from {checkpoint.get('model_config')}: "
+                              f"{err}") from err
+    check_state_dict(model, checkpoint["model"], what=f"{name} ['model']")
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval()
+
+
+def load_camera_predictor(path: str | os.PathLike, device: torch.device | str = "cpu") -> CameraPredictor:
+    """Load a predictor saved by save_camera_predictor; returned in eval mode on `device`."""
+    model = camera_predictor_from_checkpoint(read_camera_checkpoint(path), device)
+    log.info("loaded camera predictor from %s: %s", path, model.config)
+    return model

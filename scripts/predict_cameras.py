@@ -1,0 +1,81 @@
+"""Predict the camera of every photo in a folder, in MeshInversion's cmr_pred_cam.pth format.
+
+    python scripts/predict_cameras.py --config configs/synthetic.yaml --data DIR [--checkpoint PATH]
+        [--out FILE.pth] [--set camera.predict.auto_masks=true]
+
+DIR is in the folder format (meshinv/data/folder.py: images/, masks/). The output is a torch file
+(load it with weights_only=True) holding {image stem: {"pred_cam": (7,) [s, tx, ty, qw, qx, qy, qz],
+"pred_pose_overlay_iou": float}}; the cameras are in the NDC of the crop of the mask's box padded by
+camera.padding, at any resolution. With auto_masks, images without masks/<stem>.png are segmented
+first (the `segment` section) and their masks written there; images where nothing is found are left out.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from meshinv.config import ExperimentConfig
+from meshinv.data.folder import IMAGE_SUFFIXES, FolderDataset
+from meshinv.data.preprocess import CropConfig
+from meshinv.geometry.template import build_template
+from meshinv.models.camera import camera_predictor_from_checkpoint, read_camera_checkpoint
+from meshinv.training.camera import FINAL, TRUSTED_IOU, OverlayShape, load_mean_shape, predict_cameras
+from meshinv.utils.config import parse_cli
+from meshinv.utils.device import resolve_device
+from meshinv.utils.io import save_torch
+from meshinv.utils.logging import setup_logging
+
+log = logging.getLogger("predict_cameras")
+
+
+def fill_masks(cfg: ExperimentConfig, root: Path, device: torch.device) -> None:
+    """Segment the images of `root` that have no mask yet (written to root/masks/)."""
+    from meshinv.data.segment import Segmenter, cached_mask
+
+    missing = sorted(p for p in (root / "images").iterdir()
+                     if p.suffix.lower() in IMAGE_SUFFIXES and not (root / "masks" / f"{p.stem}.png").is_file())
+    if not missing:
+        return
+    segmenter = Segmenter(cfg.segment, device)
+    found = sum(cached_mask(segmenter, path, root / "masks") is not None for path in missing)
+    log.info("automatic masks: %d of %d images without a mask segmented", found, len(missing))
+
+
+def main() -> None:
+    cfg, args = parse_cli(ExperimentConfig, __doc__.splitlines()[1],
+                          shortcuts={"--data": "camera.predict.data", "--checkpoint": "camera.predict.checkpoint",
+                                     "--out": "camera.predict.out"})
+    setup_logging(args.log_level)
+    p = cfg.camera.predict
+    if not p.data:
+        raise SystemExit("predict_cameras.py: give the photos' folder with --data DIR")
+    root = Path(p.data)
+    device = resolve_device(cfg.device)
+    checkpoint = read_camera_checkpoint(p.checkpoint or Path(cfg.camera.out_dir) / FINAL)
+    model = camera_predictor_from_checkpoint(checkpoint, device)
+    template = build_template(cfg.template)
+    if cfg.camera.mean_shape:
+        shape = load_mean_shape(cfg.camera.mean_shape, template)
+    else:
+        shape = OverlayShape.from_extra(checkpoint) or OverlayShape.template(template)
+    log.info("overlay IoU shape: %s", shape.source)
+
+    if p.auto_masks:
+        fill_masks(cfg, root, device)
+    dataset = FolderDataset(root, CropConfig(img_size=model.image_size, padding=cfg.camera.padding))
+    with_mask = [i for i, path in enumerate(dataset.image_paths) if (root / "masks" / f"{path.stem}.png").is_file()]
+    if len(with_mask) < len(dataset):
+        log.warning("%d of %d images have no mask in %s and are left out", len(dataset) - len(with_mask),
+                    len(dataset), root / "masks")
+    predictions = predict_cameras(model, torch.utils.data.Subset(dataset, with_mask), device, p.batch_size, shape)
+    out = Path(p.out) if p.out else root / "cmr_pred_cam.pth"
+    save_torch(out, predictions)
+    trusted = sum(v["pred_pose_overlay_iou"] > TRUSTED_IOU for v in predictions.values())
+    log.info("wrote %d cameras to %s (%d with overlay IoU > %.1f)", len(predictions), out, trusted, TRUSTED_IOU)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Camera predictor: shapes and unit quaternions, ImageNet trunk lookup, augmentation that keeps
+the target camera exact, CMR's loss, a short training that learns, checkpoints, resume, and the
+cmr_pred_cam.pth predictions (tiny synthetic data at 64 px)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT
+from meshinv.data.folder import FolderDataset
+from meshinv.data.preprocess import CropConfig
+from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticGenerator, write_split
+from meshinv.geometry.camera import WeakPerspectiveCamera, quaternion_multiply
+from meshinv.geometry.template import TemplateConfig, build_template
+from meshinv.models.camera import (
+    RESNET18_WEIGHTS, CameraPredictor, load_camera_predictor, read_camera_checkpoint, save_camera_predictor,
+)
+from meshinv.models.checkpoints import CheckpointError
+from meshinv.render.renderer import MeshRenderer
+from meshinv.training.camera import (
+    FINAL, LATEST, Augmentation, CameraTrainConfig, OverlayShape, cache_samples, camera_dataset, camera_loss, overlay_iou,
+    predict_cameras, rotation_error_deg, train_camera,
+)
+from meshinv.utils.io import save_torch
+from meshinv.utils.weights import MissingWeightsError
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("camera_data")
+    cfg = SyntheticConfig(image_size=SIZE, texture_size=64, out_dir=str(root))
+    generator = SyntheticGenerator(cfg)
+    write_split(cfg, "train", 8, generator)
+    write_split(cfg, "val", 4, generator)
+    return root
+
+
+@pytest.fixture
+def no_weight_files(tmp_path, monkeypatch):
+    """Pretrained-file search in one empty folder only (whatever this machine has elsewhere)."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setattr("meshinv.utils.weights.weight_search_dirs", lambda: [folder])
+    return folder
+
+
+def run_config(synthetic, out_dir, **overrides) -> CameraTrainConfig:
+    base = dict(data=str(synthetic), out_dir=str(out_dir), image_size=SIZE, pretrained_trunk=False, batch_size=4,
+                max_steps=4, lr=1e-3, log_every=1, eval_every=2, checkpoint_every=2, eval_batch_size=4)
+    base.update(overrides)
+    return CameraTrainConfig(**base)
+
+
+def test_forward_gives_positive_scale_and_unit_quaternions():
+    torch.manual_seed(0)
+    model = CameraPredictor(SIZE, feature_dim=16)
+    images = torch.rand(3, 3, SIZE, SIZE) * 2 - 1
+    for mode in (model.train, model.eval):
+        mode()
+        cameras = model(images)
+        assert cameras.shape == (3, 7) and torch.isfinite(cameras).all()
+        assert (cameras[:, 0] > 0).all()
+        torch.testing.assert_close(cameras[:, 3:].norm(dim=-1), torch.ones(3))
+    # Another crop size is resized for the model; a non-square or grey input is an error naming its shape.
+    assert model(torch.zeros(2, 3, 96, 96)).shape == (2, 7)
+    with pytest.raises(ValueError, match=r"square crops.*\(3, 3, 32, 48\)"):
+        model(torch.zeros(3, 3, 32, 48))
+    with pytest.raises(ValueError, match="multiple of 64"):
+        CameraPredictor(96)
+
+
+def test_imagenet_trunk_is_found_or_a_clear_error(no_weight_files, caplog):
+    with pytest.raises(MissingWeightsError, match=RESNET18_WEIGHTS):
+        CameraPredictor(SIZE, pretrained_trunk=True)
+    model = CameraPredictor(SIZE, pretrained_trunk=True, allow_random_trunk=True)
+    assert model.trunk_initialisation == "random" and "RANDOM" in caplog.text
+
+    from torchvision.models import resnet18
+    imagenet = resnet18(weights=None).state_dict()  # stands in for the ImageNet file
+    torch.save(imagenet, no_weight_files / RESNET18_WEIGHTS)
+    model = CameraPredictor(SIZE, pretrained_trunk=True)
+    assert model.trunk_initialisation == "imagenet"
+    torch.testing.assert_close(model.trunk.layer4[1].conv2.weight, imagenet["layer4.1.conv2.weight"])
+
+
+def test_mirror_and_zoom_augmentation_keeps_the_camera_exact(synthetic):
+    dataset = SyntheticDataset(synthetic / "train", CropConfig(img_size=SIZE))
+    template = build_template(TemplateConfig())
+    samples = [dataset[i] for i in range(4)]
+    cameras = torch.stack([s.camera for s in samples])
+    full_masks = torch.stack([s.gt["full_mask"] for s in samples])
+    renderer = MeshRenderer(SIZE)
+
+    def silhouette_ious(cams, masks):
+        return torch.stack([overlay_iou(cams[i:i + 1], masks[i:i + 1], s.gt["vertices"], template.faces, renderer)[0]
+                            for i, s in enumerate(samples)])
+
+    augmentation = Augmentation(mirror=torch.tensor([True, True, False, False]),
+                                zoom=torch.tensor([1.0, 0.9, 1.1, 0.95]),
+                                shift=torch.tensor([[0.0, 0.0], [0.1, -0.15], [-0.2, 0.1], [0.05, 0.2]]))
+    masks = augmentation.images(full_masks) > 0.5
+    assert (silhouette_ious(cameras, full_masks) > 0.9).all()  # the ground truth itself, at 64 px
+    assert (silhouette_ious(augmentation.cameras(cameras), masks) > 0.9).all()
+    assert (silhouette_ious(cameras, masks) < 0.8).all()  # the augmentation does move the object
+
+    # Mirroring exactly: the mirrored camera puts each vertex where the original camera put its mirror
+    # partner, reflected about the vertical axis (the object is symmetric).
+    vertices = samples[0].gt["vertices"][None]
+    original = WeakPerspectiveCamera.from_tensor(cameras[:1]).project(vertices)[0]
+    mirrored = WeakPerspectiveCamera.from_tensor(augmentation.cameras(cameras)[:1]).project(vertices)[0]
+    reflect = torch.tensor([-1.0, 1.0])
+    torch.testing.assert_close(mirrored[template.pos_index], original[template.neg_index] * reflect,
+                               atol=1e-5, rtol=0)
+
+
+def test_camera_loss_and_rotation_error_treat_q_and_minus_q_alike():
+    target = torch.tensor([[0.8, 0.1, -0.2, 0.5, 0.5, 0.5, 0.5]])
+    flipped = torch.cat([target[:, :3], -target[:, 3:]], dim=1)
+    assert float(camera_loss(target, target)["total"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(camera_loss(flipped, target)["total"]) == pytest.approx(0.0, abs=1e-6)
+    quarter_turn = torch.tensor([[math.cos(math.pi / 4), 0.0, math.sin(math.pi / 4), 0.0]])
+    turned = quaternion_multiply(quarter_turn, target[:, 3:])
+    assert float(rotation_error_deg(turned, target[:, 3:])) == pytest.approx(90.0, abs=1e-3)
+    assert float(rotation_error_deg(-target[:, 3:], target[:, 3:])) == pytest.approx(0.0, abs=1e-3)
+    off = target + torch.tensor([[0.1, 0.2, 0.0, 0, 0, 0, 0]])
+    losses = camera_loss(off, target)
+    assert float(losses["scale_translation"]) == pytest.approx((0.01 + 0.04) / 3, rel=1e-5)
+
+
+def test_a_few_steps_reduce_the_loss(synthetic):
+    data = cache_samples(camera_dataset("folder", str(synthetic), "train", CropConfig(img_size=SIZE)))
+    assert data.images.dtype == torch.uint8 and data.images.shape == (8, 3, SIZE, SIZE)
+    images, cameras = data.batch(range(8), torch.device("cpu"))
+    torch.manual_seed(0)
+    model = CameraPredictor(SIZE, feature_dim=32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        optimizer.zero_grad()
+        loss = camera_loss(model(images), cameras)["total"]
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_training_run_resume_checkpoint_and_predictions(synthetic, tmp_path):
+    straight = train_camera(run_config(synthetic, tmp_path / "straight"), TemplateConfig(), torch.device("cpu"))
+    out = tmp_path / "straight"
+    for name in (LATEST, FINAL, "summary.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").glob("events.*"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == 4 and summary["evaluation_split"] == "val"
+    evaluation = summary["evaluation"]
+    assert evaluation["images"] == 4
+    assert 0 <= evaluation["rotation_error_deg_median"] <= 180
+    assert evaluation["translation_error_median"] >= 0 and evaluation["scale_error_median"] >= 0
+    assert evaluation["overlay_iou_gt_mean"] > 0.5  # the mean ground-truth shape under the true cameras
+    assert straight["overlay_shape"].startswith("mean ground-truth shape")
+
+    # Stopping after 2 steps and resuming gives the same weights as not stopping.
+    train_camera(run_config(synthetic, tmp_path / "split", max_steps=2), TemplateConfig(), torch.device("cpu"))
+    train_camera(run_config(synthetic, tmp_path / "split"), TemplateConfig(), torch.device("cpu"), resume=True)
+    a = torch.load(out / LATEST, map_location="cpu", weights_only=True)
+    b = torch.load(tmp_path / "split" / LATEST, map_location="cpu", weights_only=True)
+    assert b["iteration"] == 4
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+    # The final checkpoint round-trips and describes itself.
+    model = load_camera_predictor(out / FINAL)
+    assert model.config == {"image_size": SIZE, "feature_dim": 200} and not model.training
+    checkpoint = read_camera_checkpoint(out / FINAL)
+    assert checkpoint["config"]["camera"]["batch_size"] == 4 and checkpoint["overlay_vertices"].shape == (482, 3)
+    images = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    save_camera_predictor(tmp_path / "copy.pt", model, {"note": "copy"})
+    torch.testing.assert_close(load_camera_predictor(tmp_path / "copy.pt")(images), model(images))
+    with pytest.raises(ValueError, match="reserved"):
+        save_camera_predictor(tmp_path / "bad.pt", model, {"model": 1})
+    save_torch(tmp_path / "other.pt", {"format": "meshinv.generator"})
+    with pytest.raises(CheckpointError, match="other.pt.*not a camera predictor"):
+        load_camera_predictor(tmp_path / "other.pt")
+
+    # Library predictions: the original's cmr_pred_cam.pth entries, scored with the checkpoint's mean shape.
+    dataset = FolderDataset(synthetic / "val", CropConfig(img_size=SIZE))
+    shape = OverlayShape.from_extra(checkpoint)
+    predictions = predict_cameras(model, dataset, torch.device("cpu"), batch_size=3, shape=shape)
+    assert sorted(predictions) == dataset.image_ids()
+    for entry in predictions.values():
+        assert entry["pred_cam"].shape == (7,) and entry["pred_cam"].dtype == torch.float32
+        assert isinstance(entry["pred_pose_overlay_iou"], float) and 0 <= entry["pred_pose_overlay_iou"] <= 1
+    # Crops of another resolution are resized for the model: the same box gives about the same camera.
+    larger = predict_cameras(model, FolderDataset(synthetic / "val", CropConfig(img_size=128)), torch.device("cpu"),
+                             shape=shape)
+    for stem, entry in predictions.items():
+        torch.testing.assert_close(larger[stem]["pred_cam"], entry["pred_cam"], atol=0.05, rtol=0)
+
+    # The script writes the same format, readable with weights_only=True.
+    result = subprocess.run([sys.executable, "scripts/predict_cameras.py", "--config", "configs/synthetic.yaml",
+                             "--data", str(synthetic / "val"), "--checkpoint", str(out / FINAL),
+                             "--out", str(tmp_path / "cmr_pred_cam.pth"), "--set", "device=cpu"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    written = torch.load(tmp_path / "cmr_pred_cam.pth", weights_only=True)
+    assert sorted(written) == dataset.image_ids()
+    stem = dataset.image_ids()[0]
+    torch.testing.assert_close(written[stem]["pred_cam"], predictions[stem]["pred_cam"])
+    assert written[stem]["pred_pose_overlay_iou"] == pytest.approx(predictions[stem]["pred_pose_overlay_iou"])
