@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from meshinv.config import ExperimentConfig
-from meshinv.data.folder import IMAGE_SUFFIXES, FolderDataset
+from meshinv.data.folder import FolderDataset
 from meshinv.data.preprocess import CropConfig
 from meshinv.geometry.template import build_template
 from meshinv.models.camera import camera_predictor_from_checkpoint, read_camera_checkpoint
@@ -33,15 +33,9 @@ log = logging.getLogger("predict_cameras")
 
 def fill_masks(cfg: ExperimentConfig, root: Path, device: torch.device) -> None:
     """Segment the images of `root` that have no mask yet (written to root/masks/)."""
-    from meshinv.data.segment import Segmenter, cached_mask
+    from meshinv.data.segment import segment_missing
 
-    missing = sorted(p for p in (root / "images").iterdir()
-                     if p.suffix.lower() in IMAGE_SUFFIXES and not (root / "masks" / f"{p.stem}.png").is_file())
-    if not missing:
-        return
-    segmenter = Segmenter(cfg.segment, device)
-    found = sum(cached_mask(segmenter, path, root / "masks") is not None for path in missing)
-    log.info("automatic masks: %d of %d images without a mask segmented", found, len(missing))
+    segment_missing(FolderDataset(root), root / "masks", cfg.segment, device)
 
 
 def main() -> None:

@@ -250,3 +250,54 @@ def test_invert_script_outputs_bad_images_and_sigkill_resume(split, tmp_path):
     assert record.image_id == "test_00003" and record.image_size == SIZE
     assert record.z.shape == (8,) and record.camera.shape == (7,) and record.vertices.shape[1] == 3
     assert 0 <= record.iou <= 1 and summary["images"]["test_00003"]["iou"] == pytest.approx(record.iou)
+
+
+def test_unknown_classes_are_chosen_by_the_z_search(samples):
+    generator, template = tiny_generator(), MeshTemplate.uv_sphere()
+    inverter = Inverter(generator, template, tiny_config(select_num=16, loss=InversionLossConfig(feature_weight=0.0)))
+    images, masks, cameras, classes, ids = stack(samples)
+    classes = torch.tensor([-1, 3, -1])
+    result = inverter.invert(images, masks, cameras, classes, ids)
+    assert result.class_ids[1] == 3
+    for i in (0, 2):
+        assert 0 <= int(result.class_ids[i]) < 8
+        # the chosen (z, class) pair is the best of the 16 (candidate k has class k mod 8)
+        targets = inverter.objective.prepare(images[i:i + 1].expand(16, -1, -1, -1), masks[i:i + 1].expand(16, -1, -1, -1))
+        z = torch.randn(16, 8, generator=torch.Generator().manual_seed(inverter.cfg.seed))
+        with torch.no_grad():
+            out = inverter.objective(z, *generator(z, torch.arange(16) % 8), cameras[i:i + 1].expand(16, -1), targets)
+        assert int(result.class_ids[i]) == int(out.total.argmin()) % 8
+        assert float(result.init_loss[i]) == pytest.approx(float(out.total.min()), rel=1e-5)
+
+
+def test_a_folder_of_raw_photos_gets_cached_automatic_masks(split, tmp_path, monkeypatch):
+    import numpy as np
+    from meshinv.data import segment
+    from meshinv.data.folder import FolderDataset
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for stem in ("test_00000", "test_00001"):
+        (photos / f"{stem}.png").write_bytes((split / "images" / f"{stem}.png").read_bytes())
+    calls = []
+
+    class FakeSegmenter:
+        def __init__(self, cfg, device="cpu"):
+            self.cfg = cfg
+
+        def segment(self, image):
+            calls.append(image.shape)
+            if len(calls) == 2:
+                return None  # nothing found in the second photo
+            return np.asarray(Image.open(split / "masks" / "test_00000.png")) > 0
+
+    monkeypatch.setattr(segment, "Segmenter", FakeSegmenter)
+    cache = tmp_path / "out" / "masks"
+    dataset = FolderDataset(photos, CropConfig(img_size=SIZE), mask_dirs=[cache])
+    assert segment.segment_missing(dataset, cache, segment.SegmentConfig()) == {"missing": 2, "found": 1, "nothing": 1}
+    assert (cache / "test_00000.png").is_file() and (cache / "test_00001.none").is_file()
+    assert dataset[0].mask.sum() > 0 and dataset[0].class_id == -1 and dataset[0].camera is None
+    with pytest.raises(DataError, match="no mask: no bird found"):
+        dataset[1]
+    assert segment.segment_missing(dataset, cache, segment.SegmentConfig())["found"] == 0  # cached: no new calls
+    assert len(calls) == 2

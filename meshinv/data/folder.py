@@ -69,11 +69,19 @@ class FolderDataset(torch.utils.data.Dataset):
     """Images (+ masks, + annotations) in the folder format above, as preprocessed Samples."""
 
     def __init__(self, root: str | os.PathLike, crop: Optional[CropConfig] = None, require_camera: bool = False,
-                 require_class: bool = False, mirror: bool = False):
+                 require_class: bool = False, mirror: bool = False, mask_dirs: Optional[list] = None):
         self.root = Path(root)
+        # Searched after ROOT/masks, e.g. a cache of automatic masks (meshinv.data.segment.cached_mask).
+        self.mask_dirs = [self.root / "masks"] + [Path(d) for d in (mask_dirs or [])]
         image_dir = self.root / "images"
         if not image_dir.is_dir():
-            raise DataError(f"{self.root}: no images/ folder (see meshinv/data/folder.py for the format)")
+            # A plain folder of photos works too (no masks/ or annotations then, unless beside them).
+            if self.root.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in self.root.iterdir()):
+                image_dir = self.root
+            else:
+                raise DataError(f"{self.root}: no images/ folder and no images in it "
+                                "(see meshinv/data/folder.py for the format)")
+        self.image_dir = image_dir
         self.image_paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         stems = [p.stem for p in self.image_paths]
         if len(set(stems)) != len(stems):
@@ -110,14 +118,24 @@ class FolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Sample:
         return self._load(index)[0]
 
+    def mask_path(self, stem: str) -> Path:
+        """The first `<stem>.png` in the mask folders; a DataError naming them when there is none."""
+        for folder in self.mask_dirs:
+            if (folder / f"{stem}.png").is_file():
+                return folder / f"{stem}.png"
+            if (folder / f"{stem}.none").is_file():  # the segmenter's record of finding nothing
+                reason = (folder / f"{stem}.none").read_text().strip()
+                raise DataError(f"{self.image_dir / stem}: no mask: {reason}")
+        looked = ", ".join(str(folder / f"{stem}.png") for folder in self.mask_dirs)
+        raise DataError(f"{self.image_dir / stem}: no mask at {looked} (automatic masks: "
+                        "scripts/invert.py --images DIR, or inversion.auto_masks=true)")
+
     def _load(self, index: int) -> tuple[Sample, tuple[int, int, int]]:
         """The preprocessed sample and its crop box (left, top, side) in the original image."""
         path = self.image_paths[index]
         stem = path.stem
         image = read_image(path)
-        mask_path = self.root / "masks" / f"{stem}.png"
-        if not mask_path.is_file():
-            raise DataError(f"{path}: no mask at {mask_path} (automatic masks are not available for this dataset)")
+        mask_path = self.mask_path(stem)
         mask = read_mask(mask_path, image.shape[:2])
         if not mask.any():
             raise DataError(f"{mask_path}: the mask is empty (no foreground pixel)")

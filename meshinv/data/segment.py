@@ -196,3 +196,29 @@ def cached_mask(segmenter: Segmenter, image_path: str | os.PathLike, cache_dir: 
         return None
     save_image(png, mask.astype(np.uint8) * 255)
     return mask
+
+
+def segment_missing(dataset, cache_dir: str | os.PathLike, cfg: SegmentConfig,
+                    device: torch.device | str = "cpu") -> dict[str, int]:
+    """Segment the images of a FolderDataset that have no mask in any of its mask folders, into
+    `cache_dir` (cached: a rerun segments nothing again). Returns counts: missing, found, nothing."""
+    missing = []
+    for path in dataset.image_paths:
+        try:
+            dataset.mask_path(path.stem)
+        except DataError:
+            missing.append(path)
+    counts = {"missing": len(missing), "found": 0, "nothing": 0}
+    if not missing:
+        return counts
+    segmenter = Segmenter(cfg, device)
+    for path in missing:
+        try:
+            found = cached_mask(segmenter, path, cache_dir) is not None
+        except DataError as err:  # an unreadable image: the dataset reports it when loading
+            log.warning("%s", err)
+            continue
+        counts["found" if found else "nothing"] += 1
+    log.info("automatic masks: %d images had none; %d segmented, %d with no %s found (cached in %s)",
+             counts["missing"], counts["found"], counts["nothing"], cfg.category, cache_dir)
+    return counts

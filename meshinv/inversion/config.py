@@ -40,7 +40,7 @@ class CameraInitConfig:
     a camera-predictor checkpoint, a predictions file (the original's cmr_pred_cam.pth format),
     then the dataset's own camera (SfM pose, or the synthetic ground truth), optionally perturbed."""
 
-    predictor: Optional[str] = None      # camera-predictor checkpoint
+    predictor: Optional[str] = None      # camera-predictor checkpoint (scripts/train_camera.py)
     predictions: Optional[str] = None    # {image stem: {pred_cam: (7,), pred_pose_overlay_iou: float}}
     min_prediction_iou: float = 0.7      # predictions whose overlay IoU is not above this are ignored
     # Perturbation of the dataset camera (to emulate a predicted one on synthetic data): a rotation by
@@ -67,6 +67,10 @@ class InversionConfig:
 
     checkpoint: str = "pretrained/synthetic_prior_ours.pt"
     data: str = "datasets/synthetic/test"
+    # A folder of raw photos (directly inside, or in images/): masks are segmented automatically
+    # (the `segment` section) where none is given, and cached in OUT/masks. Overrides `data`.
+    images: Optional[str] = None
+    auto_masks: bool = False                 # segment images of `data` that have no mask, too
     out_dir: str = "outputs/inversion"
     limit: Optional[int] = None              # only the first N images of the dataset
     image_ids: list[str] = field(default_factory=list)   # only these images (empty = all)

@@ -32,6 +32,7 @@ class BatchResult:
     """Per-image outputs of `invert` (first dimension B)."""
 
     z: torch.Tensor              # (B, D)
+    class_ids: torch.Tensor      # (B,) the class used (chosen by the z search where it was unknown), -1 if none
     camera: torch.Tensor         # (B, 7), unit quaternions
     camera_init: torch.Tensor    # (B, 7)
     texture: torch.Tensor        # (B, 3, T, T)
@@ -77,13 +78,13 @@ class Inverter:
 
     # -- pieces --------------------------------------------------------------------------------------
     def _class_ids(self, class_ids: torch.Tensor, image_ids: list[str]) -> Optional[torch.Tensor]:
+        """(B,) long on the device, -1 where the class is unknown; None for an unconditional prior."""
         if not self.generator.n_classes:
             return None
-        missing = [image_ids[i] for i in (class_ids < 0).nonzero().flatten().tolist()]
-        if missing:
-            raise ValueError(f"the prior is class-conditional ({self.generator.n_classes} classes) but images "
-                             f"{missing} have no class id")
-        return class_ids.to(self.device)
+        too_large = [image_ids[i] for i in (class_ids >= self.generator.n_classes).nonzero().flatten().tolist()]
+        if too_large:
+            raise ValueError(f"images {too_large} have class ids beyond the prior's {self.generator.n_classes} classes")
+        return class_ids.long().to(self.device)
 
     def _evaluate(self, z: torch.Tensor, camera: torch.Tensor, class_ids: Optional[torch.Tensor],
                   targets: InversionTargets) -> tuple[ObjectiveOutput, torch.Tensor, torch.Tensor]:
@@ -92,19 +93,25 @@ class Inverter:
 
     @torch.no_grad()
     def select_initial_z(self, targets: InversionTargets, cameras: torch.Tensor, class_ids: Optional[torch.Tensor]
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+                         ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """Each image's best of `select_num` z ~ N(0, I) under the full loss with its initial camera.
 
         The candidates are drawn once from `seed` and shared by all images: each image still gets
         `select_num` independent normal draws, and a candidate's texture and mesh are generated once
         per class instead of once per image. Images are scored against a chunk of candidates
-        together, about `init_batch_size` (image, candidate) pairs per forward pass. Returns z
-        (B, D) and its loss (B,). (The original's candidate scores leave out the latent norm, which
-        it evaluated on the current z rather than the candidate's; the full loss here includes it,
-        as the spec says.)
+        together, about `init_batch_size` (image, candidate) pairs per forward pass. An image of
+        unknown class (-1) under a class-conditional prior scores candidate k with class
+        k mod n_classes, so the search also picks its class.
+
+        Returns z (B, D), its loss (B,) and the classes (B,) (None for an unconditional prior).
+        (The original's candidate scores leave out the latent norm, which it evaluated on the
+        current z rather than the candidate's; the full loss here includes it, as the spec says.)
         """
         n, dim = self.cfg.select_num, self.generator.latent_dim
         candidates = torch.randn(n, dim, generator=torch.Generator().manual_seed(self.cfg.seed)).to(self.device)
+        candidate_classes = None
+        if class_ids is not None:
+            candidate_classes = torch.arange(n, device=self.device) % self.generator.n_classes
         batch = targets.batch_size
         scores = torch.empty(batch, n, device=self.device)
         groups = [None] if class_ids is None else class_ids.unique().tolist()
@@ -116,7 +123,10 @@ class Inverter:
             for start in range(0, n, chunk):
                 z = candidates[start:start + chunk]
                 m = z.shape[0]
-                texture, mesh_map = self.generator(z, None if group is None else class_ids[images[:1]].expand(m))
+                classes = None
+                if group is not None:
+                    classes = candidate_classes[start:start + m] if group < 0 else class_ids[images[:1]].expand(m)
+                texture, mesh_map = self.generator(z, classes)
                 if group_targets is None or group_targets.batch_size != len(images) * m:
                     group_targets = targets.select(images.repeat_interleave(m))
                 # pairs ordered image-major: (image 0, candidates...), (image 1, candidates...), ...
@@ -125,7 +135,10 @@ class Inverter:
                                      mesh_map.repeat(len(images), 1, 1, 1), cameras[pair_image], group_targets)
                 scores[images, start:start + m] = out.total.reshape(len(images), m)
         best = scores.argmin(dim=1)
-        return candidates[best], scores[torch.arange(batch), best]
+        chosen_classes = None
+        if class_ids is not None:
+            chosen_classes = torch.where(class_ids >= 0, class_ids, candidate_classes[best])
+        return candidates[best], scores[torch.arange(batch), best], chosen_classes
 
     def _set_learning_rates(self, optimizer: torch.optim.Optimizer, step: int, stage: int) -> None:
         warm = min(1.0, step / self.cfg.warm_up) if self.cfg.warm_up > 0 else 1.0
@@ -138,14 +151,15 @@ class Inverter:
                image_ids: list[str], on_step: Optional[Callable[[int, ObjectiveOutput], None]] = None,
                progress: bool = False) -> BatchResult:
         """Reconstruct a batch: images (B, 3, S, S) in [-1, 1], masks (B, 1, S, S), initial cameras
-        (B, 7) in the crops' NDC, class ids (B,) (-1 = none), and image ids (for messages)."""
+        (B, 7) in the crops' NDC, class ids (B,) (-1 = unknown: chosen by the z search), and image ids
+        (for messages)."""
         start_time = time.perf_counter()
         images, masks = images.to(self.device), masks.to(self.device)
         cameras = cameras.to(self.device, torch.float32)
         class_ids = self._class_ids(torch.as_tensor(class_ids), image_ids)
         targets = self.objective.prepare(images, masks)
 
-        z0, init_loss = self.select_initial_z(targets, cameras, class_ids)
+        z0, init_loss, class_ids = self.select_initial_z(targets, cameras, class_ids)
         z = z0.clone().requires_grad_(True)
         camera = cameras.clone().requires_grad_(self.cfg.optimise_camera)
         groups = [{"params": [z]}] + ([{"params": [camera]}] if self.cfg.optimise_camera else [])
@@ -179,7 +193,8 @@ class Inverter:
         losses = [{**{name: float(value[i]) for name, value in out.terms.items()}, "total": float(out.total[i])}
                   for i in range(len(image_ids))]
         return BatchResult(
-            z=z.detach().cpu(), camera=final_camera.cpu(), camera_init=cameras.cpu(), texture=texture.cpu(),
+            z=z.detach().cpu(), class_ids=(class_ids.cpu() if class_ids is not None
+                                            else torch.full((len(image_ids),), -1, dtype=torch.long)), camera=final_camera.cpu(), camera_init=cameras.cpu(), texture=texture.cpu(),
             mesh_map=mesh_map.cpu(), vertices=out.vertices.cpu(), render=out.render.image.cpu(),
             render_mask=out.render.mask.cpu(), iou=iou.cpu(), losses=losses, init_loss=init_loss.cpu(),
             seconds=time.perf_counter() - start_time, history=history,

@@ -1,7 +1,7 @@
 """The batch job behind scripts/invert.py: every image of a dataset, B at a time, resumable.
 
 Finished images (OUT/<id>/result.pt present) are skipped, so re-running a killed job loses at most
-the batch in flight. An image that cannot be used (unreadable, empty mask, no camera, no class) is
+the batch in flight. An image that cannot be used (unreadable, no or empty mask, no camera) is
 recorded in OUT/summary.json with its reason and the job goes on; failures are retried on a re-run.
 """
 
@@ -142,8 +142,6 @@ class InversionRun:
                 raise DataError(f"{sample.source}: the image has NaN or infinite values")
             if sample.mask.sum() == 0:
                 raise DataError(f"{sample.source}: the mask is empty after cropping")
-            if self.inverter.generator.n_classes and sample.class_id < 0:
-                raise DataError(f"{sample.source}: the prior is class-conditional but the image has no class id")
             if self.camera_predictor is not None:
                 return PreparedSample(sample, torch.zeros(7), "predictor")  # filled per batch
             camera, source = self.camera_init(sample)
@@ -178,7 +176,7 @@ class InversionRun:
             sample = prepared.sample
             record = InversionRecord(
                 image_id=sample.image_id, z=result.z[i], camera=result.camera[i], camera_init=result.camera_init[i],
-                class_id=int(sample.class_id), texture=result.texture[i], mesh_map=result.mesh_map[i],
+                class_id=int(result.class_ids[i]), texture=result.texture[i], mesh_map=result.mesh_map[i],
                 vertices=result.vertices[i], image_size=self.cfg.crop.img_size, iou=float(result.iou[i]),
                 losses=result.losses[i], init_loss=float(result.init_loss[i]), seconds=seconds, source=sample.source,
             )
