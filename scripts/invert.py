@@ -39,7 +39,7 @@ def open_images(cfg: ExperimentConfig, out: Path, device):
     """The dataset to invert; with automatic masks, images without one are segmented first."""
     inv = cfg.inversion
     if not (inv.images or inv.auto_masks):
-        return open_dataset(inv.data, inv.crop)
+        return open_dataset(inv.data, inv.crop, split=inv.split, **inv.data_options)
     mask_cache = out / "masks"
     dataset = FolderDataset(inv.images or inv.data, inv.crop, mask_dirs=[mask_cache])
     segment_missing(dataset, mask_cache, cfg.segment, device)

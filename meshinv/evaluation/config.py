@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 from ..data.preprocess import CropConfig
 
@@ -15,18 +15,46 @@ def _evaluation_crop() -> CropConfig:
 
 
 @dataclass
+class FIDConfig:
+    """FID_1, FID_10 and FID_12 (meshinv/evaluation/fid.py)."""
+
+    # "fid": the TF-ported FID Inception (pytorch-fid's pt_inception-2015-12-05-6726825d.pth), as
+    # SPEC 8 asks. "torchvision": torchvision's ImageNet Inception v3, which is what the original code
+    # actually runs (lib/utils/inception.py) and what its released statistics file was made with.
+    network: Literal["fid", "torchvision"] = "fid"
+    weights: Optional[str] = None            # file name or path; None = the network's standard file
+    allow_random_weights: bool = False       # tests only: a seeded random network if the file is missing
+    # Real-image statistics for FID_10 / FID_12: an .npz (ours, or the original's
+    # precomputed_fid_299x299_testval.npz), or None = computed from reference_data and cached.
+    reference_stats: Optional[str] = None
+    reference_data: Optional[str] = None     # None = evaluation.data_dir
+    reference_split: Optional[str] = None    # None = testval for CUB (the original's file), else the default
+    reference_background: float = 0.5        # in [0, 1]; the original's statistics: 0 in [-1, 1], i.e. grey
+    stats_cache_dir: Optional[str] = None    # None = <reference dataset folder>/fid_stats
+    image_size: int = 299                    # Inception input; reference crops are taken at this size
+    render_size: int = 256                   # FID_10/12 views are rendered at this size (the original's)
+    batch_size: int = 32
+
+
+@dataclass
 class EvaluationConfig:
     """scripts/evaluate.py: score an inversion results folder (meshinv/inversion/results.py)."""
 
     results_dir: str = "outputs/inversion"   # the inversion's out_dir; metrics.json etc. are written here
-    data_dir: Optional[str] = None           # the dataset split that was inverted; None = result folders only
+    data_dir: Optional[str] = None           # the dataset that was inverted; None = result folders only
+    split: Optional[str] = None              # None = the dataset kind's default (meshinv.data.datasets)
     metrics: list[str] = field(default_factory=lambda: ["mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d"])
     crop: CropConfig = field(default_factory=_evaluation_crop)
     limit: Optional[int] = None              # only the first N result folders (sorted by image id)
-    # Novel views (novel_view_iou): about the canonical pose, centred, untranslated (SPEC 8).
+    # Novel views (novel_view_iou, FID_10, FID_12): about the canonical pose, centred, untranslated (SPEC 8).
     novel_view_size: int = 256
     novel_view_scale: float = 0.7
     azimuths: list[float] = field(default_factory=lambda: [30.0 * k for k in range(12)])
+    fid: FIDConfig = field(default_factory=FIDConfig)
+    # iou_3d (PASCAL3D+): voxel grid side, and the rotation from our object frame to the CAD frame
+    # (Euler xyz degrees, scipy convention); see meshinv/evaluation/voxels.py.
+    voxel_resolution: int = 32
+    cad_rotation_euler_xyz_deg: tuple[float, float, float] = (-90.0, 0.0, 0.0)
     # report_grid.png: one row per image for the first grid_rows evaluated images.
     grid_rows: int = 8
     grid_image_size: int = 128

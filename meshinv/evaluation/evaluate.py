@@ -9,6 +9,10 @@ An image folder is evaluated when it holds result.pt; a folder without one, or w
 cannot be read, is recorded as failed with its reason and the others go on. Dataset samples are
 matched by image id and cropped at each record's image_size, so the ground truth lines up with what
 the inversion saw.
+
+Per-image metrics are averaged over the images that have them. Dataset-level metrics (the FIDs) see
+every evaluated image once and give one number; an image they cannot use is listed with its reason,
+and a metric that cannot be computed at all (e.g. missing Inception weights) is listed as skipped.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.folder import FolderDataset, read_image
+from ..data.datasets import open_dataset
+from ..data.folder import read_image
 from ..data.sample import Sample
 from ..data.synthetic import SyntheticDataset
 from ..geometry.template import MeshTemplate
@@ -38,12 +43,20 @@ from ..render.views import render_turntable
 from ..utils.images import save_grid
 from ..utils.io import save_json, save_text
 from .config import EvaluationConfig
-from .metrics import METRIC_INFO, EvaluationContext, MissingInputError, get_metric
+from .metrics import METRIC_INFO, DatasetMetricEnv, EvaluationContext, MissingInputError, get_metric
 
 log = logging.getLogger(__name__)
 
 # Files an inversion writes per image besides result.pt; any of them marks an image folder.
 RESULT_IMAGE_FILES = ("input.png", "target_mask.png", "render.png", "pred_mask.png")
+
+# The paper's numbers for report.md (MeshInversion, ECCV 2022: Table 1, CUB; Table 2, PASCAL3D+ cars).
+# None = not verified against the paper's text from this project's sources: the report says so
+# instead of showing a number from memory.
+PAPER_RESULTS: dict[str, dict[str, Optional[float]]] = {
+    "cub": {"mask_iou": None, "fid_1": None, "fid_10": None, "fid_12": None},
+    "p3d": {"mask_iou": None, "fid_1": None, "fid_10": None, "fid_12": None, "iou_3d": None},
+}
 
 
 @dataclass
@@ -60,6 +73,9 @@ class EvaluationResult:
     failed: dict[str, str]                  # image id -> why it could not be evaluated at all
     metric_errors: dict[str, dict[str, str]]  # image id -> metric -> why that metric is missing
     images: int                             # image folders found
+    dataset_kind: Optional[str] = None      # cub, p3d, synthetic, folder (None: no dataset)
+    fid_network: Optional[str] = None       # the Inception the FIDs were computed with
+    dataset_errors: dict[str, str] = field(default_factory=dict)  # dataset-level metric -> why it has no value
     grid: list[tuple[str, torch.Tensor]] = field(default_factory=list, repr=False)  # (id, (K, 3, S, S))
     grid_columns: list[str] = field(default_factory=list)
 
@@ -73,6 +89,8 @@ class EvaluationResult:
             "counts": {"images": self.images, "evaluated": len(self.per_image), "failed": len(self.failed),
                        "per_metric": self.counts},
             "higher_is_better": {m: METRIC_INFO[m].higher_is_better for m in self.metrics},
+            "dataset_level": [m for m in self.metrics if METRIC_INFO[m].level == "dataset"],
+            "dataset_kind": self.dataset_kind, "fid_network": self.fid_network, "dataset_errors": self.dataset_errors,
             "skipped": self.skipped, "failed": self.failed, "metric_errors": self.metric_errors,
             "per_image": {i: {k: finite(v) for k, v in values.items()} for i, values in self.per_image.items()},
         }
@@ -90,14 +108,38 @@ def find_result_ids(results_dir: str | os.PathLike) -> list[str]:
                   if p.is_dir() and not p.name.startswith(".") and any((p / n).is_file() for n in names))
 
 
-def _open_split(root: str | os.PathLike, crop) -> FolderDataset:
-    """A split folder as a dataset: SyntheticDataset (with ground truth) when it has gt/, else FolderDataset."""
-    root = Path(root)
-    return SyntheticDataset(root, crop) if (root / "gt").is_dir() else FolderDataset(root, crop)
+def _open_split(root: str | os.PathLike, crop, split: Optional[str] = None):
+    """A dataset folder of any kind (meshinv.data.datasets.open_dataset): a synthetic split (with
+    ground truth) when it has gt/, a plain image folder, CUB or PASCAL3D+."""
+    return open_dataset(root, crop, split=split)
 
 
 def has_ground_truth(dataset) -> bool:
     return isinstance(dataset, SyntheticDataset)
+
+
+def has_cad_models(dataset) -> bool:
+    return callable(getattr(dataset, "cad_mesh", None))
+
+
+def _unavailable(name: str, dataset, data_dir: Optional[str]) -> Optional[str]:
+    """Why metric `name` cannot run with this dataset, or None."""
+    info = METRIC_INFO[name]
+    if info.needs_gt and not (dataset is not None and has_ground_truth(dataset)):
+        return ("no dataset given (evaluation.data_dir / --data)" if dataset is None
+                else f"the dataset {data_dir} has no ground truth (synthetic data only)")
+    if info.needs_cad and not (dataset is not None and has_cad_models(dataset)):
+        return ("no dataset given (evaluation.data_dir / --data)" if dataset is None
+                else f"the dataset {data_dir} has no CAD models (PASCAL3D+ only)")
+    return None
+
+
+def _dataset_kind(dataset) -> Optional[str]:
+    if dataset is None:
+        return None
+    from .fid import dataset_kind
+
+    return dataset_kind(dataset)
 
 
 class _SampleLookup:
@@ -122,6 +164,11 @@ class _SampleLookup:
                 resized.mirror = False
             self.by_size[size] = resized
         return self.by_size[size][self.index[image_id]]
+
+
+def read_image_png(path: Path) -> torch.Tensor:
+    """(3, H, W) in [-1, 1] from an image file."""
+    return torch.from_numpy(read_image(path)).permute(2, 0, 1) * 2 - 1
 
 
 def read_mask_png(path: Path) -> torch.Tensor:
@@ -169,12 +216,15 @@ def evaluate_image(ctx: EvaluationContext, names: list[str]) -> tuple[dict[str, 
 
 
 def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: MeshTemplate,
-                   cfg: Optional[EvaluationConfig] = None, device: torch.device | str = "cpu") -> EvaluationResult:
+                   cfg: Optional[EvaluationConfig] = None, device: torch.device | str = "cpu",
+                   feature_extractor: Optional[torch.nn.Module] = None) -> EvaluationResult:
     """Evaluate every image folder of `results_dir`.
 
-    dataset: None (metrics from the result folders only), a split folder (opened with cfg.crop),
-    or a FolderDataset / SyntheticDataset, whose crop settings are kept but img_size is set to each
-    record's image_size. Metrics needing ground truth are skipped when the dataset has none.
+    dataset: None (metrics from the result folders only), a dataset folder of any kind (opened with
+    cfg.crop and cfg.split), or a dataset object, whose crop settings are kept but img_size is set to
+    each record's image_size. Metrics needing ground truth or CAD models are skipped when the dataset
+    has none. feature_extractor: replaces the FID Inception (tests: any module images (N, 3, 299, 299)
+    in [0, 1] -> (N, D)).
     """
     cfg = cfg or EvaluationConfig()
     device = torch.device(device)
@@ -189,25 +239,40 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
     data_dir = None
     if isinstance(dataset, (str, os.PathLike)):
         data_dir = str(dataset)
-        dataset = _open_split(dataset, cfg.crop)
+        dataset = _open_split(dataset, cfg.crop, cfg.split)
     elif dataset is not None:
         data_dir = str(getattr(dataset, "root", type(dataset).__name__))
 
     skipped = {}
-    gt_available = dataset is not None and has_ground_truth(dataset)
     for name in names:
-        if METRIC_INFO[name].needs_gt and not gt_available:
-            skipped[name] = ("no dataset given (evaluation.data_dir / --data)" if dataset is None
-                             else f"the dataset {data_dir} has no ground truth (synthetic data only)")
+        why = _unavailable(name, dataset, data_dir)
+        if why:
+            skipped[name] = why
             log.info("skipping %s: %s", name, skipped[name])
-    active = [n for n in names if n not in skipped]
+    gt_available = dataset is not None and has_ground_truth(dataset)
     lookup = _SampleLookup(dataset) if dataset is not None else None
     if lookup is not None:
         unmatched = len(set(lookup.index) - set(ids))
         if unmatched and cfg.limit is None:
             log.info("%d dataset images have no result folder in %s", unmatched, results_dir)
 
+    # Dataset-level metrics: built now, so that a missing network or reference fails before the loop.
+    env = DatasetMetricEnv(cfg, device, dataset, data_dir, feature_extractor)
+    accumulators = {}
+    for name in names:
+        if name in skipped or METRIC_INFO[name].level != "dataset":
+            continue
+        try:
+            accumulators[name] = get_metric(name)(env)
+        except Exception as e:  # noqa: BLE001 -- e.g. missing weights: the other metrics go on
+            skipped[name] = _reason(e, 600)
+            log.warning("skipping %s: %s", name, skipped[name])
+            log.debug("%s", name, exc_info=True)
+    active = [n for n in names if n not in skipped]
+    per_image_names = [n for n in active if METRIC_INFO[n].level == "image"]
+
     renderers: dict[int, MeshRenderer] = {}
+    shared: dict = {}
     per_image, failed, metric_errors = {}, {}, {}
     grid, columns = [], []
     for image_id in tqdm(ids, desc="evaluate", unit="img"):
@@ -221,6 +286,10 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
             target = read_mask_png(target_path) if target_path.is_file() else None
             if target is None and sample is not None:
                 target = sample.mask
+            input_path = folder / "input.png"
+            image = read_image_png(input_path) if input_path.is_file() else None
+            if image is None and sample is not None:
+                image = sample.image
         except Exception as e:  # noqa: BLE001 -- one bad image must not stop the others
             failed[image_id] = _reason(e)
             log.warning("%s: not evaluated (%s)", image_id, failed[image_id])
@@ -229,13 +298,25 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
         renderer = renderers.setdefault(size, MeshRenderer(size))
         ctx = EvaluationContext(record, template, renderer, cfg, target_mask=target,
                                 gt=sample.gt if sample is not None else {},
-                                gt_camera=sample.camera if sample is not None else None, device=device)
-        wanted, errors = active, {}
+                                gt_camera=sample.camera if sample is not None else None, input_image=image,
+                                dataset=dataset, device=device, shared=shared)
+        wanted, errors = per_image_names, {}
         if lookup is not None and sample is None:
-            wanted = [n for n in active if not METRIC_INFO[n].needs_gt]
-            errors = {n: f"image {image_id!r} is not in the dataset {data_dir}" for n in active if n not in wanted}
+            needs_sample = [n for n in active if METRIC_INFO[n].needs_gt or METRIC_INFO[n].needs_cad]
+            wanted = [n for n in per_image_names if n not in needs_sample]
+            errors = {n: f"image {image_id!r} is not in the dataset {data_dir}" for n in needs_sample}
         values, more_errors = evaluate_image(ctx, wanted)
         errors.update(more_errors)
+        for name, accumulator in accumulators.items():
+            if name in errors:
+                continue
+            try:
+                with torch.no_grad():
+                    accumulator.update(ctx)
+            except Exception as e:  # noqa: BLE001 -- this image is left out of that metric
+                errors[name] = _reason(e)
+                level = logging.INFO if isinstance(e, MissingInputError) else logging.WARNING
+                log.log(level, "%s: left out of %s (%s)", image_id, name, errors[name])
         per_image[image_id] = values
         if errors:
             metric_errors[image_id] = errors
@@ -246,15 +327,35 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
             except Exception as e:  # noqa: BLE001 -- the report's pictures are not worth a failure
                 log.warning("%s: no grid row (%s)", image_id, _reason(e))
 
-    counts = {n: sum(n in v for v in per_image.values()) for n in active}
+    counts = {n: sum(n in v for v in per_image.values()) for n in per_image_names}
     means = {n: (float(np.mean([v[n] for v in per_image.values() if n in v])) if counts[n] else None)
-             for n in active}
+             for n in per_image_names}
+    dataset_errors = {}
+    for name, accumulator in accumulators.items():
+        try:
+            with torch.no_grad():
+                value, used = accumulator.compute()
+            if not math.isfinite(value):
+                raise ValueError(f"{name} is {value}")
+            means[name], counts[name] = float(value), int(used)
+        except Exception as e:  # noqa: BLE001 -- recorded in metrics.json and the report
+            means[name], counts[name] = None, 0
+            dataset_errors[name] = _reason(e)
+            log.warning("%s: no value (%s)", name, dataset_errors[name])
+    means = {n: means[n] for n in active}
+    counts = {n: counts[n] for n in active}
     for name in active:
         log.info("%s: %s over %d images", name, "n/a" if means[name] is None else f"{means[name]:.4f}", counts[name])
     if failed:
         log.warning("%d of %d images could not be evaluated (see metrics.json)", len(failed), len(ids))
+    fid_network = None
+    if accumulators and env.feature_extractor is not None:
+        from .fid import network_name
+
+        fid_network = network_name(env.feature_extractor)
     return EvaluationResult(str(results_dir), data_dir, active, per_image, means, counts, skipped, failed,
-                            metric_errors, len(ids), grid, columns)
+                            metric_errors, len(ids), dataset_kind=_dataset_kind(dataset), fid_network=fid_network,
+                            dataset_errors=dataset_errors, grid=grid, grid_columns=columns)
 
 
 def evaluate_results(results_dir: str | os.PathLike, dataset=None, *, template: MeshTemplate,
@@ -307,22 +408,44 @@ def _format(value: Optional[float]) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
+def paper_comparison(result: EvaluationResult) -> list[str]:
+    """report.md lines putting our numbers beside the paper's (CUB and PASCAL3D+ only)."""
+    paper = PAPER_RESULTS.get(result.dataset_kind or "")
+    if paper is None:
+        return []
+    lines = ["", "## Beside the paper (MeshInversion, ECCV 2022)", "", "| metric | ours | paper |", "| --- | --- | --- |"]
+    for name, value in paper.items():
+        ours = _format(result.means.get(name)) if name in result.metrics else "not computed"
+        lines.append(f"| {name} | {ours} | {'n/a (not verified)' if value is None else f'{value:g}'} |")
+    notes = ["The paper's FIDs come from the original code, which uses torchvision's ImageNet Inception; "
+             "they are comparable with ours only when evaluation.fid.network is torchvision."]
+    if any(v is None for v in paper.values()):
+        notes.append("n/a (not verified): the paper's number has not been checked against its text, so none is shown.")
+    return lines + [""] + notes
+
+
 def report_markdown(result: EvaluationResult, cfg: EvaluationConfig, grid_name: Optional[str]) -> str:
     lines = [f"# Evaluation of `{result.results_dir}`", ""]
     lines.append(f"{result.images} image folders: {len(result.per_image)} evaluated, {len(result.failed)} failed. "
                  f"Dataset: {f'`{result.data_dir}`' if result.data_dir else 'none (result folders only)'}.")
-    lines += ["", "| metric | mean | images | better | what |", "| --- | --- | --- | --- | --- |"]
+    lines += ["", "| metric | value | images | better | what |", "| --- | --- | --- | --- | --- |"]
     for name in result.metrics:
         info = METRIC_INFO[name]
+        scope = "one value from all images" if info.level == "dataset" else "mean over images"
         lines.append(f"| {name} | {_format(result.means.get(name))} | {result.counts.get(name, 0)} | "
-                     f"{'higher' if info.higher_is_better else 'lower'} | {info.description} |")
+                     f"{'higher' if info.higher_is_better else 'lower'} | {info.description} ({scope}) |")
+    if result.fid_network:
+        lines += ["", f"FIDs computed with the `{result.fid_network}` Inception."]
     if result.skipped:
         lines += ["", "Skipped:"] + [f"- {name}: {why}" for name, why in result.skipped.items()]
+    if result.dataset_errors:
+        lines += ["", "No value:"] + [f"- {name}: {why}" for name, why in result.dataset_errors.items()]
+    lines += paper_comparison(result)
 
     scored = sorted((v["mask_iou"], i) for i, v in result.per_image.items() if "mask_iou" in v)
     if scored:
         worst = scored[:cfg.worst_count]
-        others = [m for m in result.metrics if m != "mask_iou"]
+        others = [m for m in result.metrics if m != "mask_iou" and METRIC_INFO[m].level == "image"]
         lines += ["", f"## Worst {len(worst)} images by mask IoU", "",
                   "| image | mask_iou | " + " | ".join(others) + " |",
                   "| --- | --- |" + " --- |" * len(others)]

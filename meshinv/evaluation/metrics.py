@@ -1,20 +1,28 @@
-"""Per-image evaluation metrics, kept in a registry (name -> function of an EvaluationContext).
+"""Evaluation metrics, kept in a registry (name -> function).
 
+Per image (a function of one image's EvaluationContext, returning a float):
     mask_iou        rendered hard mask vs. the target mask, input view (SPEC 8)
     full_mask_iou   the same rendered mask vs. the ground-truth full-object mask (synthetic data)
     novel_view_iou  silhouette IoU of prediction vs. ground truth over turntable views (synthetic)
     chamfer_3d      Chamfer distance of the vertices after weak-perspective alignment (synthetic)
+    iou_3d          voxel IoU with the image's CAD model (PASCAL3D+; meshinv/evaluation/voxels.py)
+Over the whole dataset (one number from all images; meshinv/evaluation/fid.py):
+    fid_1           FID of masked inputs vs. masked reconstructions in the input view (SPEC 8)
+    fid_10, fid_12  FID of novel views about the canonical pose vs. real-image statistics (SPEC 8)
 
-A metric takes one image's EvaluationContext and returns a float. It raises MissingInputError,
-naming what is missing, when the image lacks an input the metric needs. A new metric is a function
-decorated with @register_metric("name", needs_gt=...); scripts/evaluate.py and training code look
-metrics up by name with get_metric. Only torch and the geometry/render core are imported here.
+A per-image metric raises MissingInputError, naming what is missing, when the image lacks an input
+it needs; it is a function decorated with @register_metric("name", needs_gt=...). A dataset-level
+metric is registered with @register_dataset_metric("name") on a factory taking the run's
+DatasetMetricEnv and returning an accumulator with update(ctx) (once per image, may raise
+MissingInputError for that image) and compute() -> (value, images used). scripts/evaluate.py and
+training code look metrics up by name with get_metric. Only torch and the geometry/render core are
+imported here; the FID and voxel code is imported when those metrics are used.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence
 
 import torch
 
@@ -43,7 +51,11 @@ class EvaluationContext:
     gt           ground truth of a dataset sample (meshinv.data.synthetic.SyntheticDataset's `gt`:
                  vertices (V, 3), full_mask (1, S, S), ...); empty when there is none
     gt_camera    (7,) the sample's NDC camera of the crop (the GT camera), or None
+    input_image  (3, S, S) in [-1, 1]: the cropped input the inversion saw (input.png or the
+                 dataset's sample), or None
+    dataset      the evaluation's dataset (iou_3d reads its CAD models), or None
     device       where rendering happens
+    shared       a dict shared by all images of one evaluation (e.g. voxelised CAD models)
     """
 
     record: InversionRecord
@@ -53,8 +65,11 @@ class EvaluationContext:
     target_mask: Optional[torch.Tensor] = None
     gt: dict = field(default_factory=dict)
     gt_camera: Optional[torch.Tensor] = None
+    input_image: Optional[torch.Tensor] = None
+    dataset: Any = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     cache: dict = field(default_factory=dict, repr=False)  # renders shared by several metrics
+    shared: dict = field(default_factory=dict, repr=False)
 
     @property
     def image_size(self) -> int:
@@ -76,6 +91,28 @@ class EvaluationContext:
             ndc = camera.transform(self.pred_vertices()[None])
             self.cache["pred_mask"] = self.renderer.rasterize(ndc, self.template.faces).mask[0, 0] > 0.5
         return self.cache["pred_mask"]
+
+    def pred_render(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reconstruction in the input view at record.image_size: (image (3, S, S) in [-1, 1],
+        mask (S, S) bool), background 0."""
+        if "pred_render" not in self.cache:
+            self.pred_mask()  # checks the renderer's size
+            camera = WeakPerspectiveCamera.from_tensor(self.record.camera.to(self.device, torch.float32)[None])
+            ndc = camera.transform(self.pred_vertices()[None])
+            texture = self.record.texture.to(self.device, torch.float32)[None]
+            out = self.template.render(self.renderer, ndc, texture)
+            self.cache["pred_render"] = (out.image[0], out.mask[0, 0] > 0.5)
+        return self.cache["pred_render"]
+
+    def require_input_image(self, metric: str) -> torch.Tensor:
+        """(3, S, S) in [-1, 1] on `device`, or MissingInputError."""
+        if self.input_image is None:
+            raise MissingInputError(f"{metric}: no input image (neither input.png nor a dataset sample)")
+        image = self.input_image.to(self.device, torch.float32)
+        if tuple(image.shape) != (3, self.image_size, self.image_size):
+            raise ValueError(f"input image is {tuple(image.shape)}, expected (3, {self.image_size}, "
+                             f"{self.image_size}) (the record's image_size)")
+        return image
 
     def require_target_mask(self, metric: str) -> torch.Tensor:
         """(S, S) bool target mask, or MissingInputError."""
@@ -158,34 +195,110 @@ def weak_perspective_chamfer(pred_vertices: torch.Tensor, pred_camera: torch.Ten
 MetricFn = Callable[[EvaluationContext], float]
 
 
+class DatasetMetric(Protocol):
+    """What a dataset-level metric's factory returns: fed every image, then asked for one number."""
+
+    def update(self, ctx: EvaluationContext) -> None: ...
+
+    def compute(self) -> tuple[float, int]: ...  # (value, number of images it used)
+
+
+@dataclass
+class DatasetMetricEnv:
+    """What dataset-level metrics share during one evaluation: the config, the device, the dataset,
+    one feature extractor and one reference-statistics object (built when first asked for), and a
+    cache (e.g. novel views rendered once for both fid_10 and fid_12).
+
+    feature_extractor  an nn.Module images (N, 3, 299, 299) in [0, 1] -> (N, D), or None = the
+                       Inception of cfg.fid (meshinv.evaluation.fid.build_inception)
+    """
+
+    cfg: EvaluationConfig
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dataset: Any = None
+    data_dir: Optional[str] = None
+    feature_extractor: Any = None
+    cache: dict = field(default_factory=dict, repr=False)
+
+    def extractor(self):
+        if self.feature_extractor is None:
+            from .fid import build_inception
+
+            f = self.cfg.fid
+            self.feature_extractor = build_inception(f.network, f.weights, f.allow_random_weights, self.device)
+        return self.feature_extractor
+
+    def feature_bank(self):
+        """One FeatureBank for all FID metrics, so that their images share batches."""
+        if "feature_bank" not in self.cache:
+            from .fid import FeatureBank
+
+            f = self.cfg.fid
+            self.cache["feature_bank"] = FeatureBank(self.extractor(), f.batch_size, f.image_size, self.device)
+        return self.cache["feature_bank"]
+
+    def fid_reference(self):
+        """The real-image statistics of FID_10 / FID_12 (meshinv.evaluation.fid.reference_statistics)."""
+        if "fid_reference" not in self.cache:
+            from .fid import reference_statistics
+
+            self.cache["fid_reference"] = reference_statistics(
+                self.cfg.fid, self.extractor(), dataset=self.dataset, data_dir=self.data_dir, crop=self.cfg.crop,
+                device=self.device)
+        return self.cache["fid_reference"]
+
+
+DatasetMetricFactory = Callable[[DatasetMetricEnv], DatasetMetric]
+
+
 @dataclass(frozen=True)
 class MetricInfo:
     name: str
     needs_gt: bool          # needs a dataset with ground truth (synthetic data)
     higher_is_better: bool
     description: str        # the first line of the function's docstring
+    level: str = "image"    # "image": one value per image, averaged; "dataset": one value from all images
+    needs_cad: bool = False  # needs a dataset with CAD models (PASCAL3D+)
 
 
-METRICS: dict[str, MetricFn] = {}
+METRICS: dict[str, Callable] = {}   # name -> MetricFn (level "image") or DatasetMetricFactory ("dataset")
 METRIC_INFO: dict[str, MetricInfo] = {}
 
 
-def register_metric(name: str, *, needs_gt: bool = False, higher_is_better: bool = True):
-    """Decorator adding a metric function to METRICS under `name`."""
+def _register(name: str, fn: Callable, info: MetricInfo) -> None:
+    if name in METRICS:
+        raise ValueError(f"metric {name!r} is already registered")
+    METRICS[name] = fn
+    METRIC_INFO[name] = info
+
+
+def _description(fn: Callable, name: str) -> str:
+    return (fn.__doc__ or name).strip().splitlines()[0]
+
+
+def register_metric(name: str, *, needs_gt: bool = False, higher_is_better: bool = True, needs_cad: bool = False):
+    """Decorator adding a per-image metric function to METRICS under `name`."""
 
     def decorator(fn: MetricFn) -> MetricFn:
-        if name in METRICS:
-            raise ValueError(f"metric {name!r} is already registered")
-        METRICS[name] = fn
-        description = (fn.__doc__ or name).strip().splitlines()[0]
-        METRIC_INFO[name] = MetricInfo(name, needs_gt, higher_is_better, description)
+        _register(name, fn, MetricInfo(name, needs_gt, higher_is_better, _description(fn, name), "image", needs_cad))
         return fn
 
     return decorator
 
 
-def get_metric(name: str) -> MetricFn:
-    """The metric function called `name`; an unknown name is an error listing the known ones."""
+def register_dataset_metric(name: str, *, needs_gt: bool = False, higher_is_better: bool = False):
+    """Decorator adding a dataset-level metric (a factory env -> DatasetMetric) to METRICS under `name`."""
+
+    def decorator(factory: DatasetMetricFactory) -> DatasetMetricFactory:
+        _register(name, factory, MetricInfo(name, needs_gt, higher_is_better, _description(factory, name), "dataset"))
+        return factory
+
+    return decorator
+
+
+def get_metric(name: str) -> Callable:
+    """The metric function (or, for dataset-level metrics, factory) called `name`; an unknown name is
+    an error listing the known ones."""
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}")
     return METRICS[name]
@@ -227,3 +340,46 @@ def chamfer_3d(ctx: EvaluationContext) -> float:
     if ctx.gt_camera is None:
         raise MissingInputError("chamfer_3d: needs the sample's ground-truth camera")
     return weak_perspective_chamfer(ctx.pred_vertices(), ctx.record.camera, gt_vertices, ctx.gt_camera)
+
+
+@register_metric("iou_3d", needs_cad=True)
+def iou_3d(ctx: EvaluationContext) -> float:
+    """Voxel IoU (32^3) of the prediction and the image's CAD model, aligned by bounding box (PASCAL3D+)."""
+    from .voxels import cad_iou_3d, frame_rotation, normalize_to_unit_cube, voxelize_mesh
+
+    if ctx.dataset is None or not hasattr(ctx.dataset, "cad_mesh"):
+        raise MissingInputError("iou_3d: needs a dataset with CAD models (PASCAL3D+)")
+    cad_index = int(ctx.require_gt("cad_index", "iou_3d"))
+    cfg = ctx.cfg
+    cad_vertices, cad_faces = ctx.dataset.cad_mesh(cad_index)
+    key = ("cad_voxels", cad_index, cfg.voxel_resolution)
+    if key not in ctx.shared:  # a handful of CAD models serve every image
+        ctx.shared[key] = voxelize_mesh(normalize_to_unit_cube(cad_vertices.to(ctx.device, torch.float64)),
+                                        cad_faces.to(ctx.device), cfg.voxel_resolution)
+    rotation = frame_rotation(cfg.cad_rotation_euler_xyz_deg, device=ctx.device)
+    return cad_iou_3d(ctx.pred_vertices(), ctx.template.faces, cad_vertices.to(ctx.device), cad_faces.to(ctx.device),
+                      rotation, cfg.voxel_resolution, ctx.shared[key])
+
+
+@register_dataset_metric("fid_1")
+def fid_1(env: DatasetMetricEnv) -> DatasetMetric:
+    """FID of masked inputs vs. masked reconstructions in the input view (black backgrounds, 299 x 299)."""
+    from .fid import InputViewFID
+
+    return InputViewFID(env)
+
+
+@register_dataset_metric("fid_12")
+def fid_12(env: DatasetMetricEnv) -> DatasetMetric:
+    """FID of 12 views (azimuth 0, 30, ..., 330 about the canonical pose) vs. real-image statistics."""
+    from .fid import FID12_AZIMUTHS, NovelViewFID
+
+    return NovelViewFID(env, FID12_AZIMUTHS, "fid_12")
+
+
+@register_dataset_metric("fid_10")
+def fid_10(env: DatasetMetricEnv) -> DatasetMetric:
+    """FID of the fid_12 views without azimuths 90 and 270 vs. real-image statistics."""
+    from .fid import FID10_AZIMUTHS, NovelViewFID
+
+    return NovelViewFID(env, FID10_AZIMUTHS, "fid_10")

@@ -71,6 +71,8 @@ class InversionConfig:
     # (the `segment` section) where none is given, and cached in OUT/masks. Overrides `data`.
     images: Optional[str] = None
     auto_masks: bool = False                 # segment images of `data` that have no mask, too
+    split: Optional[str] = None              # dataset split (None: the dataset kind's default, test / val)
+    data_options: dict = field(default_factory=dict)  # passed to the dataset, e.g. {use_predicted_mask: true}
     out_dir: str = "outputs/inversion"
     limit: Optional[int] = None              # only the first N images of the dataset
     image_ids: list[str] = field(default_factory=list)   # only these images (empty = all)
