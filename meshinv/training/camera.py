@@ -29,7 +29,6 @@ translation).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from ..models.camera import CameraPredictor, save_camera_predictor
 from ..render.renderer import MeshRenderer
 from ..utils.config import to_dict
 from ..utils.io import save_json
+from .loop import finite_loss
 
 log = logging.getLogger(__name__)
 
@@ -516,11 +516,7 @@ class CameraTrainer:
         while self.iteration < cfg.max_steps:
             losses = self.step(self.iteration)
             for name, value in losses.items():
-                value = float(value)
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"camera loss {name} is {value} at iteration {self.iteration}; "
-                                             f"the last checkpoint is {self.out_dir / LATEST}")
-                running[name] = value
+                running[name] = finite_loss(f"camera loss {name}", value, self.iteration, self.out_dir / LATEST)
             self.iteration += 1
             bar.update(1)
             it = self.iteration

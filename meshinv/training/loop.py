@@ -64,6 +64,14 @@ class ResumableBatches:
         return share.tolist()
 
 
+def finite_loss(name: str, value, iteration: int, checkpoint: Path) -> float:
+    """float(value), or a FloatingPointError that says where training can resume from."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{name} is {value} at iteration {iteration}; the last checkpoint is {checkpoint}")
+    return value
+
+
 def _collate(items: list[dict]) -> dict:
     out = {}
     for key in items[0]:
@@ -324,11 +332,8 @@ class Pretrainer:
             else:
                 losses = self.discriminator_step(batch)
             for name, value in losses.items():
-                value = float(all_reduce_mean(value.detach(), self.context))
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"{name} is {value} at iteration {self.iteration}; "
-                                             f"the last checkpoint is {self.out_dir / LATEST}")
-                running[name] = value
+                running[name] = finite_loss(name, all_reduce_mean(value.detach(), self.context), self.iteration,
+                                            self.out_dir / LATEST)
             self.iteration += 1
             bar.update(1)
             it = self.iteration
