@@ -1,12 +1,15 @@
-"""Evaluate an inversion results folder: per-image metrics, their means, and a visual report.
+"""Evaluate an inversion results folder: per-image metrics, their means, dataset-level FIDs, and a visual report.
 
     python scripts/evaluate.py --config configs/synthetic.yaml --results DIR [--data DIR] [--set evaluation.limit=20]
+    python scripts/evaluate.py --config configs/cub.yaml --results outputs/inversion_cub     (mask_iou + FIDs)
 
 Writes into the results folder: metrics.json (per image, means, counts, skipped metrics and failed
-images with their reasons), report.md (the means, the worst images by mask IoU, the grid) and
-report_grid.png (input, reconstruction, novel views of the prediction and, on synthetic data, of the
-ground truth), plus evaluate_config.yaml and evaluate_log.txt. Metrics: evaluation.metrics, from
-meshinv.evaluation.metrics; those needing ground truth run only with a synthetic --data split.
+images with their reasons), report.md (the values, the paper's beside them on CUB / PASCAL3D+, the
+worst images by mask IoU, the grid) and report_grid.png (input, reconstruction, novel views of the
+prediction and, on synthetic data, of the ground truth), plus evaluate_config.yaml and
+evaluate_log.txt. Metrics: evaluation.metrics, from meshinv.evaluation.metrics; those needing ground
+truth run only with a synthetic --data split, iou_3d only with PASCAL3D+. fid_1 / fid_10 / fid_12
+need the Inception weights (pretrained/README.md); without them they are skipped with the reason.
 """
 
 from __future__ import annotations

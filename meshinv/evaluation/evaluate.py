@@ -413,7 +413,8 @@ def paper_comparison(result: EvaluationResult) -> list[str]:
     paper = PAPER_RESULTS.get(result.dataset_kind or "")
     if paper is None:
         return []
-    lines = ["", "## Beside the paper (MeshInversion, ECCV 2022)", "", "| metric | ours | paper |", "| --- | --- | --- |"]
+    lines = ["", "## Beside the paper (MeshInversion, ECCV 2022)", "",
+             "| metric | ours | paper |", "| --- | --- | --- |"]
     for name, value in paper.items():
         ours = _format(result.means.get(name)) if name in result.metrics else "not computed"
         lines.append(f"| {name} | {ours} | {'n/a (not verified)' if value is None else f'{value:g}'} |")

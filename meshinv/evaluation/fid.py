@@ -120,12 +120,13 @@ def _standard_files(network: str) -> tuple[str, ...]:
 
 def _find_inception_weights(network: str, weights: Optional[str]) -> Path:
     names = (weights,) if weights else _standard_files(network)
-    for name in names[1:]:
+    missing = None
+    for name in names:
         try:
-            return find_weights(name)
-        except MissingWeightsError:
-            pass
-    return find_weights(names[0], f"FID Inception ({network})")
+            return find_weights(name, f"FID Inception ({network})")
+        except MissingWeightsError as e:
+            missing = missing or e   # the error names the standard file
+    raise missing
 
 
 def build_inception(network: str = "fid", weights: Optional[str] = None, allow_random_weights: bool = False,
@@ -408,6 +409,12 @@ def check_network(stats: FIDStatistics, extractor: nn.Module, where: str) -> Non
                          f"{ours!r}.{hint}")
 
 
+def check_resolution(stats: FIDStatistics, image_size: int, where: str) -> None:
+    if stats.resolution != image_size:
+        raise ValueError(f"{where} holds statistics of {stats.resolution} x {stats.resolution} images, but "
+                         f"evaluation.fid.image_size is {image_size}")
+
+
 def reference_statistics(cfg, extractor: nn.Module, *, dataset=None, data_dir: Optional[str] = None,
                          crop=None, device: torch.device | str = "cpu") -> FIDStatistics:
     """Real-image statistics for FID_10 / FID_12 (cfg: FIDConfig).
@@ -423,11 +430,13 @@ def reference_statistics(cfg, extractor: nn.Module, *, dataset=None, data_dir: O
     if cfg.reference_stats:
         stats = FIDStatistics.load(cfg.reference_stats)
         check_network(stats, extractor, str(cfg.reference_stats))
+        check_resolution(stats, cfg.image_size, str(cfg.reference_stats))
         log.info("FID reference statistics: %s (%d images)", cfg.reference_stats, stats.num_images)
         return stats
     root = cfg.reference_data or data_dir
     if root is None and dataset is not None:
-        root = getattr(dataset, "root", None)
+        # folder datasets keep their folder in .root, CUB / PASCAL3D+ in .paths.root
+        root = getattr(dataset, "root", None) or getattr(getattr(dataset, "paths", None), "root", None)
     if root is None:
         raise ValueError("FID_10/12 need real-image statistics: set evaluation.fid.reference_stats (an .npz) or "
                          "give a dataset (evaluation.data_dir / evaluation.fid.reference_data)")
@@ -436,6 +445,7 @@ def reference_statistics(cfg, extractor: nn.Module, *, dataset=None, data_dir: O
     if original.is_file():
         if network_name(extractor) == ORIGINAL_STATS_NETWORK:
             stats = FIDStatistics.load(original)
+            check_resolution(stats, cfg.image_size, str(original))
             log.info("FID reference statistics: the original's %s (%d images)", original, stats.num_images)
             return stats
         log.info("not using %s: it was made with torchvision's Inception, features come from %r",
