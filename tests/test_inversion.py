@@ -4,6 +4,7 @@ scripts/invert.py writes every output, records bad images and resumes after SIGK
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import signal
@@ -16,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, requires_cuda
 from meshinv.data.preprocess import CropConfig
 from meshinv.data.sample import DataError, Sample
 from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, write_split
@@ -301,3 +302,18 @@ def test_a_folder_of_raw_photos_gets_cached_automatic_masks(split, tmp_path, mon
         dataset[1]
     assert segment.segment_missing(dataset, cache, segment.SegmentConfig())["found"] == 0  # cached: no new calls
     assert len(calls) == 2
+
+
+@requires_cuda
+def test_cuda_inversion_matches_cpu(samples):
+    generator, template = tiny_generator(), MeshTemplate.uv_sphere()
+    cfg = tiny_config(loss=InversionLossConfig(allow_random_vgg=True))
+    vgg = VGGFeatures(allow_random_weights=True)
+    images, masks, cameras, classes, ids = stack(samples)
+    on_cpu = Inverter(generator, template, cfg, "cpu", vgg=copy.deepcopy(vgg)).invert(images, masks, cameras, classes, ids)
+    # the same (random) VGG weights on both devices: Inverter moves the module it is given
+    on_gpu = Inverter(tiny_generator(), MeshTemplate.uv_sphere(), cfg, "cuda", vgg=copy.deepcopy(vgg)
+                      ).invert(images, masks, cameras, classes, ids)
+    assert on_gpu.z.device.type == "cpu"  # results come back on the CPU
+    assert torch.allclose(on_gpu.init_loss, on_cpu.init_loss, rtol=1e-3)
+    assert torch.allclose(on_gpu.camera, on_cpu.camera, atol=0.01)
