@@ -116,6 +116,8 @@ class InversionRun:
         self.checkpoint = checkpoint
         self.entries: dict[str, dict] = {}
         self.tensorboard = None
+        # What was inverted: `images` (raw photos) overrides `data` in the config.
+        self.data_name = str(getattr(dataset, "root", self.cfg.images or self.cfg.data))
 
     # -- which images --------------------------------------------------------------------------------
     def selected_indices(self) -> list[int]:
@@ -123,7 +125,7 @@ class InversionRun:
         wanted = set(self.cfg.image_ids)
         unknown = wanted - set(ids)
         if unknown:
-            raise DataError(f"{self.cfg.data}: no images with ids {sorted(unknown)}")
+            raise DataError(f"{self.data_name}: no images with ids {sorted(unknown)}")
         indices = [i for i, image_id in enumerate(ids) if not wanted or image_id in wanted]
         return indices[: self.cfg.limit] if self.cfg.limit is not None else indices
 
@@ -196,7 +198,7 @@ class InversionRun:
         ious = [v["iou"] for v in done.values()]
         seconds = [v["seconds"] for v in done.values() if v.get("seconds") == v.get("seconds")]
         summary = {
-            "data": self.cfg.data, "checkpoint": self.checkpoint, "image_size": self.cfg.crop.img_size,
+            "data": self.data_name, "checkpoint": self.checkpoint, "image_size": self.cfg.crop.img_size,
             "done": len(done), "failed": len(failed),
             "mean_iou": float(np.mean(ious)) if ious else None,
             "seconds_per_image": float(np.mean(seconds)) if seconds else None,
