@@ -7,6 +7,7 @@ the reason, when the folder is absent.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,20 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logging():
+    """Scripts run in-process call setup_logging, which binds a handler to the stderr that pytest
+    captures for that one test; left in place, later tests' warnings hit a closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def reference_dir() -> Path:

@@ -66,12 +66,14 @@ class Inverter:
         self.generator = generator.to(self.device).eval()
         for parameter in self.generator.parameters():
             parameter.requires_grad_(False)
-        self.template = template.to(self.device)
+        # Everything follows the generator's precision, so a float64 generator gives a float64 run.
+        self.dtype = next(self.generator.parameters()).dtype
+        self.template = template.to(self.device, self.dtype)
         self.cfg = cfg
         if vgg is None and cfg.loss.feature_weight > 0:
             vgg = VGGFeatures(cfg.loss.vgg_weights, allow_random_weights=cfg.loss.allow_random_vgg,
                               pool_threshold=cfg.loss.subpool_threshold)
-        self.vgg = vgg.to(self.device) if vgg is not None else None
+        self.vgg = vgg.to(self.device, self.dtype) if vgg is not None else None
         self.renderer = MeshRenderer(cfg.crop.img_size)
         self.objective = InversionObjective(self.template, self.renderer, cfg.loss, self.vgg,
                                             recompute_target_features=cfg.recompute_target_features, seed=cfg.seed)
@@ -108,12 +110,13 @@ class Inverter:
         current z rather than the candidate's; the full loss here includes it, as the spec says.)
         """
         n, dim = self.cfg.select_num, self.generator.latent_dim
-        candidates = torch.randn(n, dim, generator=torch.Generator().manual_seed(self.cfg.seed)).to(self.device)
+        candidates = torch.randn(n, dim, generator=torch.Generator().manual_seed(self.cfg.seed))
+        candidates = candidates.to(self.device, self.dtype)
         candidate_classes = None
         if class_ids is not None:
             candidate_classes = torch.arange(n, device=self.device) % self.generator.n_classes
         batch = targets.batch_size
-        scores = torch.empty(batch, n, device=self.device)
+        scores = torch.empty(batch, n, device=self.device, dtype=self.dtype)
         groups = [None] if class_ids is None else class_ids.unique().tolist()
         for group in groups:
             images = (torch.arange(batch, device=self.device) if group is None
@@ -154,8 +157,8 @@ class Inverter:
         (B, 7) in the crops' NDC, class ids (B,) (-1 = unknown: chosen by the z search), and image ids
         (for messages)."""
         start_time = time.perf_counter()
-        images, masks = images.to(self.device), masks.to(self.device)
-        cameras = cameras.to(self.device, torch.float32)
+        images, masks = images.to(self.device, self.dtype), masks.to(self.device)
+        cameras = cameras.to(self.device, self.dtype)
         class_ids = self._class_ids(torch.as_tensor(class_ids), image_ids)
         targets = self.objective.prepare(images, masks)
 
