@@ -158,7 +158,7 @@ class InversionRun:
         masks = torch.stack([p.sample.mask for p in batch])
         if self.camera_predictor is not None:
             with torch.no_grad():
-                predicted = self.camera_predictor(images.to(self.inverter.device)).cpu()
+                predicted = self.camera_predictor(images.to(self.inverter.device), masks.to(self.inverter.device)).cpu()
             for p, camera in zip(batch, predicted):
                 p.camera = camera
         cameras = torch.stack([p.camera for p in batch])

@@ -10,6 +10,16 @@ Architecture (CMR's `Encoder` + scale / translation / quaternion heads, akanazaw
     translation Linear                     (tx, ty)
     quaternion  normalize(Linear)          unit (w, x, y, z)
 
+Two options, both off in CMR's configuration:
+- rotation_head="6d": the rotation head gives 6 numbers, two columns that Gram-Schmidt turns into
+  a rotation matrix (Zhou et al., "On the continuity of rotation representations", CVPR 2019),
+  converted to the quaternion. A quaternion head must jump somewhere between q and -q; the 6D
+  map is continuous, and trained from scratch it learns a full 360-degree azimuth range much
+  faster (bench/RESULTS.md, "Camera predictor").
+- masked_input=True: the background (mask 0) is replaced by the crop's white fill before the
+  trunk, so the prediction reads the object only. The model then needs the mask, which every
+  consumer here has (inversion always does, and predictions score the mask overlay anyway).
+
 The camera is in the NDC convention of the crop the image came from (meshinv.geometry.camera):
 the same numbers hold for that crop at any resolution, so a predictor run at 128 x 128 gives the
 camera of the 256 x 256 crop of the same box. Input images are in [-1, 1] and are mapped to the
@@ -28,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..geometry.camera import matrix_to_quaternion, quaternion_to_matrix
 from ..utils.io import save_torch
 from ..utils.weights import MissingWeightsError, find_weights
 from .checkpoints import CheckpointError, check_state_dict
@@ -40,6 +51,16 @@ CHECKPOINT_VERSION = 1
 _RESERVED = {"format", "format_version", "model_config", "model"}
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+ROTATION_HEADS = ("quaternion", "6d")
+
+
+def rotation_from_6d(x: torch.Tensor) -> torch.Tensor:
+    """(B, 6) -> (B, 3, 3) rotation matrices: Gram-Schmidt on the two 3-vectors gives the first two
+    columns, their cross product the third."""
+    first = F.normalize(x[:, :3], dim=-1)
+    second = x[:, 3:]
+    second = F.normalize(second - (first * second).sum(-1, keepdim=True) * first, dim=-1)
+    return torch.stack([first, second, torch.cross(first, second, dim=-1)], dim=-1)
 
 
 class ResNetTrunk(nn.Module):
@@ -90,15 +111,24 @@ class CameraPredictor(nn.Module):
             looked up by meshinv.utils.weights.find_weights). False: random trunk, trained from scratch.
         allow_random_trunk: with pretrained_trunk, a missing weight file is an error unless this is
             set, in which case the trunk stays random and a warning says so.
+        rotation_head: "quaternion" (CMR) or "6d" (see the module docstring).
+        masked_input: replace the background by `background` before the trunk; forward then needs masks.
+        background: that fill, in [-1, 1] (1 = white, CMR's fill outside the photo).
     """
 
     def __init__(self, image_size: int = 256, feature_dim: int = 200, pretrained_trunk: bool = False,
-                 allow_random_trunk: bool = False):
+                 allow_random_trunk: bool = False, rotation_head: str = "quaternion", masked_input: bool = False,
+                 background: float = 1.0):
         super().__init__()
         if image_size < 64 or image_size % 64:
             raise ValueError(f"camera predictor image_size must be a positive multiple of 64, got {image_size}")
+        if rotation_head not in ROTATION_HEADS:
+            raise ValueError(f"camera predictor rotation_head must be one of {ROTATION_HEADS}, got {rotation_head!r}")
         self.image_size = int(image_size)
         self.feature_dim = int(feature_dim)
+        self.rotation_head = rotation_head
+        self.masked_input = bool(masked_input)
+        self.background = float(background)
         self.trunk = ResNetTrunk()
         self.trunk_initialisation = "random"
         if pretrained_trunk:
@@ -113,7 +143,14 @@ class CameraPredictor(nn.Module):
         _init_normal(self.head_fc)
         self.scale_head = nn.Linear(feature_dim, 1)
         self.translation_head = nn.Linear(feature_dim, 2)
-        self.quaternion_head = nn.Linear(feature_dim, 4)
+        if rotation_head == "quaternion":
+            self.quaternion_head = nn.Linear(feature_dim, 4)
+        else:
+            # Starts at the identity, as the quaternion head's normalised random output starts anywhere.
+            self.rotation_6d_head = nn.Linear(feature_dim, 6)
+            nn.init.normal_(self.rotation_6d_head.weight, 0.0, 0.02)
+            with torch.no_grad():
+                self.rotation_6d_head.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
         self.register_buffer("input_mean", torch.tensor(_IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(_IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
 
@@ -134,32 +171,57 @@ class CameraPredictor(nn.Module):
         log.info("camera predictor trunk: ImageNet weights from %s", path)
 
     @property
-    def config(self) -> dict[str, int]:
+    def config(self) -> dict[str, Any]:
         """Constructor arguments that fix the architecture (what a checkpoint records)."""
-        return {"image_size": self.image_size, "feature_dim": self.feature_dim}
+        return {"image_size": self.image_size, "feature_dim": self.feature_dim, "rotation_head": self.rotation_head,
+                "masked_input": self.masked_input, "background": self.background}
 
     def extra_repr(self) -> str:
-        return f"image_size={self.image_size}, feature_dim={self.feature_dim}"
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, H) in [-1, 1] -> (B, feature_dim); crops of another size are resized to S x S
-        first (an NDC camera does not depend on the crop's resolution, only on its box)."""
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] == self.image_size:
+            return x
+        return F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
+                             antialias=x.shape[-1] > self.image_size)
+
+    def features(self, images: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, 3, H, H) in [-1, 1] (and (B, 1, H, H) masks for a masked_input model) ->
+        (B, feature_dim); crops of another size are resized to S x S first (an NDC camera does not
+        depend on the crop's resolution, only on its box)."""
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
             raise ValueError(f"camera predictor expects square crops (B, 3, H, H), got {tuple(images.shape)}")
-        if images.shape[-1] != self.image_size:
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear",
-                                   align_corners=False, antialias=images.shape[-1] > self.image_size)
+        images = self._resize(images)
+        if self.masked_input:
+            if masks is None:
+                raise ValueError("this camera predictor was trained on masked images (masked_input): pass the masks")
+            if masks.shape != (images.shape[0], 1, *masks.shape[-2:]):
+                raise ValueError(f"masks must be (B, 1, H, H) for images {tuple(images.shape)}, got {tuple(masks.shape)}")
+            masks = self._resize(masks.to(images.dtype))
+            images = images * masks + self.background * (1 - masks)
         x = ((images + 1) / 2 - self.input_mean) / self.input_std
         x = self.head_conv(self.trunk(x))
         return self.head_fc(x.flatten(1))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, H) crops in [-1, 1] -> (B, 7) [s, tx, ty, qw, qx, qy, qz], s > 0, |q| = 1."""
-        feature = self.features(images)
+    def predict(self, images: torch.Tensor, masks: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 7) cameras as forward, and their (B, 3, 3) rotation matrices (the 6D head's own, which
+        a matrix loss should use rather than a round trip through the quaternion)."""
+        feature = self.features(images, masks)
         # CMR biases the scale towards 1 and keeps it positive.
         scale = F.relu(self.scale_head(feature) + 1.0) + 1e-12
-        quaternion = F.normalize(self.quaternion_head(feature), dim=-1)
-        return torch.cat([scale, self.translation_head(feature), quaternion], dim=1)
+        if self.rotation_head == "quaternion":
+            quaternion = F.normalize(self.quaternion_head(feature), dim=-1)
+            rotation = quaternion_to_matrix(quaternion)
+        else:
+            rotation = rotation_from_6d(self.rotation_6d_head(feature))
+            quaternion = matrix_to_quaternion(rotation)
+        return torch.cat([scale, self.translation_head(feature), quaternion], dim=1), rotation
+
+    def forward(self, images: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, 3, H, H) crops in [-1, 1] (+ (B, 1, H, H) masks when masked_input) -> (B, 7)
+        [s, tx, ty, qw, qx, qy, qz], s > 0, |q| = 1."""
+        return self.predict(images, masks)[0]
 
 
 # -- checkpoints ----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ translation).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from tqdm import tqdm
 from ..data.folder import FolderDataset
 from ..data.preprocess import CropConfig, mirror_ndc_camera
 from ..data.sample import DataError, Sample
-from ..geometry.camera import WeakPerspectiveCamera, normalize_quaternion
+from ..geometry.camera import WeakPerspectiveCamera, normalize_quaternion, quaternion_to_matrix
 from ..geometry.template import MeshTemplate, TemplateConfig, build_template
 from ..models.camera import CameraPredictor, save_camera_predictor
 from ..render.renderer import MeshRenderer
@@ -53,6 +54,7 @@ from .loop import finite_loss
 log = logging.getLogger(__name__)
 
 LATEST = "checkpoint-latest.pt"
+LR_DECAYS = ("none", "cosine")
 FINAL = "camera_predictor.pt"
 TRUSTED_IOU = 0.7  # SPEC section 6: inversion uses a predicted camera only above this overlay IoU
 
@@ -87,6 +89,10 @@ class CameraTrainConfig:
     max_steps: int = 3000
     lr: float = 1.0e-4                 # Adam, CMR's settings
     betas: tuple[float, float] = (0.9, 0.999)
+    rotation_head: str = "quaternion"  # quaternion (CMR) | 6d (continuous; meshinv.models.camera)
+    masked_input: bool = False         # predict from the masked object (background -> white); needs masks
+    rotation_loss: str = "quaternion"  # quaternion: CMR's 1 - |<q, q_gt>| | matrix: |R - R_gt|_F^2
+    lr_decay: str = "none"             # none (CMR) | cosine: lr * (1 + cos(pi t / max_steps)) / 2
     rotation_weight: float = 1.0
     scale_translation_weight: float = 1.0
     mirror: bool = True                # mirror half of the images (with their cameras)
@@ -157,11 +163,13 @@ class CachedSamples:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batch(self, indices, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images (B, 3, S, S) in [-1, 1] and cameras (B, 7) on `device`."""
+    def batch(self, indices, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Images (B, 3, S, S) in [-1, 1], cameras (B, 7) and float masks (B, 1, S, S) (None when
+        not kept) on `device`."""
         index = torch.as_tensor(indices, dtype=torch.long)
         images = self.images[index].to(device).float() * (2.0 / 255.0) - 1.0
-        return images, self.cameras[index].to(device)
+        masks = self.masks[index].to(device).float() if self.masks is not None else None
+        return images, self.cameras[index].to(device), masks
 
 
 def _single(items: list) -> object:
@@ -232,12 +240,30 @@ class Augmentation:
 
 # -- loss and metrics -----------------------------------------------------------------------------
 
+ROTATION_LOSSES = ("quaternion", "matrix")
+
+
 def camera_loss(pred: torch.Tensor, target: torch.Tensor, rotation_weight: float = 1.0,
-                scale_translation_weight: float = 1.0) -> dict[str, torch.Tensor]:
-    """CMR's camera loss of (B, 7) cameras (see the module docstring); `total` is the weighted sum."""
-    q = normalize_quaternion(pred[:, 3:])
-    q_gt = normalize_quaternion(target[:, 3:])
-    rotation = (1 - (q * q_gt).sum(-1).abs()).mean()
+                scale_translation_weight: float = 1.0, rotation_loss: str = "quaternion",
+                pred_rotation: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """CMR's camera loss of (B, 7) cameras (see the module docstring); `total` is the weighted sum.
+
+    rotation_loss="matrix" replaces the quaternion term by the mean squared Frobenius distance of the
+    rotation matrices, 8 sin^2(angle / 2): the same ordering of errors, the usual loss of a 6D head.
+    It uses `pred_rotation` (B, 3, 3) when given (CameraPredictor.predict returns it), else the
+    matrix of the predicted quaternion.
+    """
+    if rotation_loss == "quaternion":
+        q = normalize_quaternion(pred[:, 3:])
+        q_gt = normalize_quaternion(target[:, 3:])
+        rotation = (1 - (q * q_gt).sum(-1).abs()).mean()
+    elif rotation_loss == "matrix":
+        if pred_rotation is None:
+            pred_rotation = quaternion_to_matrix(normalize_quaternion(pred[:, 3:]))
+        target_rotation = quaternion_to_matrix(normalize_quaternion(target[:, 3:]))
+        rotation = ((pred_rotation - target_rotation) ** 2).sum((-2, -1)).mean()
+    else:
+        raise ValueError(f"rotation_loss must be one of {ROTATION_LOSSES}, got {rotation_loss!r}")
     squared = (pred[:, :3] - target[:, :3]) ** 2
     scale_translation = squared.mean()
     return {"total": rotation_weight * rotation + scale_translation_weight * scale_translation,
@@ -377,7 +403,7 @@ def predict_cameras(model: CameraPredictor, dataset, device: torch.device, batch
     for samples in tqdm(loader, desc="predict cameras", unit="batch"):
         images = torch.stack([s.image for s in samples]).to(device)
         masks = torch.stack([s.mask for s in samples]).to(device)
-        cameras = model(images)
+        cameras = model(images, masks)
         if renderer is None or renderer.image_size != tuple(masks.shape[-2:]):
             renderer = MeshRenderer(tuple(masks.shape[-2:]))
         ious = overlay_iou(cameras, masks, shape.vertices.to(device), shape.faces.to(device), renderer)
@@ -397,8 +423,8 @@ def evaluate_predictor(model: CameraPredictor, data: CachedSamples, device: torc
     model.eval()
     preds = []
     for start in range(0, len(data), batch_size):
-        images, _ = data.batch(range(start, min(start + batch_size, len(data))), device)
-        preds.append(model(images).cpu())
+        images, _, masks = data.batch(range(start, min(start + batch_size, len(data))), device)
+        preds.append(model(images, masks).cpu())
     model.train(was_training)
     pred = torch.cat(preds)
     errors = camera_errors(pred, data.cameras)
@@ -420,6 +446,14 @@ def evaluate_predictor(model: CameraPredictor, data: CachedSamples, device: torc
 
 # -- the training loop ----------------------------------------------------------------------------
 
+def scheduled_lr(cfg: CameraTrainConfig, iteration: int) -> float:
+    """The learning rate of step `iteration` (0-based). Cosine decay runs over max_steps, so a run
+    resumed with another max_steps continues on the new schedule."""
+    if cfg.lr_decay == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(iteration, cfg.max_steps) / cfg.max_steps))
+    return cfg.lr
+
+
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -435,7 +469,8 @@ class CameraTrainer:
         self.experiment = experiment or {}
         crop = cfg.crop()
         train_set = camera_dataset(cfg.dataset, cfg.data, cfg.train_split, crop)
-        self.train_data = cache_samples(train_set, num_workers=cfg.num_workers, desc=f"decode {cfg.train_split}")
+        self.train_data = cache_samples(train_set, keep_masks=cfg.masked_input, num_workers=cfg.num_workers,
+                                        desc=f"decode {cfg.train_split}")
         if len(self.train_data) < cfg.batch_size:
             raise ValueError(f"{Path(cfg.data) / cfg.train_split}: {len(self.train_data)} images, fewer than "
                              f"camera.batch_size {cfg.batch_size}")
@@ -448,8 +483,13 @@ class CameraTrainer:
         log.info("overlay IoU shape: %s", self.shape.source)
 
         torch.manual_seed(cfg.seed)  # the heads' initialisation
+        if cfg.rotation_loss not in ROTATION_LOSSES or cfg.lr_decay not in LR_DECAYS:
+            raise ValueError(f"camera.rotation_loss {cfg.rotation_loss!r} (one of {ROTATION_LOSSES}) or camera.lr_decay "
+                             f"{cfg.lr_decay!r} (one of {LR_DECAYS}) unknown")
         self.model = CameraPredictor(cfg.image_size, cfg.feature_dim, pretrained_trunk=cfg.pretrained_trunk and
-                                     load_pretrained, allow_random_trunk=cfg.allow_random_trunk).to(self.device)
+                                     load_pretrained, allow_random_trunk=cfg.allow_random_trunk,
+                                     rotation_head=cfg.rotation_head, masked_input=cfg.masked_input,
+                                     background=2 * crop.image_fill - 1).to(self.device)
         self.trunk_initialisation = self.model.trunk_initialisation
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.batches_per_epoch = len(self.train_data) // cfg.batch_size  # the last partial batch is dropped
@@ -487,16 +527,25 @@ class CameraTrainer:
     # -- steps -------------------------------------------------------------------------------------------
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
         """One optimisation step on batch `iteration` (augmented)."""
-        images, cameras = self.train_data.batch(self.batch_indices(iteration), self.device)
+        cfg = self.cfg
+        images, cameras, masks = self.train_data.batch(self.batch_indices(iteration), self.device)
         augmentation = self.augmentation(iteration)
         # Outside the original photo CMR fills with white; zoomed-out borders do the same.
-        images = augmentation.images(images, fill=2 * self.cfg.crop().image_fill - 1)
+        images = augmentation.images(images, fill=2 * cfg.crop().image_fill - 1)
+        if masks is not None:
+            masks = augmentation.images(masks, fill=0.0)
         targets = augmentation.cameras(cameras)
+        _set_lr(self.optimizer, self.learning_rate(iteration))
         self.optimizer.zero_grad(set_to_none=True)
-        losses = camera_loss(self.model(images), targets, self.cfg.rotation_weight, self.cfg.scale_translation_weight)
+        pred, rotation = self.model.predict(images, masks)
+        losses = camera_loss(pred, targets, cfg.rotation_weight, cfg.scale_translation_weight, cfg.rotation_loss,
+                             pred_rotation=rotation)
         losses["total"].backward()
         self.optimizer.step()
         return {k: v.detach() for k, v in losses.items()}
+
+    def learning_rate(self, iteration: int) -> float:
+        return scheduled_lr(self.cfg, iteration)
 
     def evaluate(self) -> Optional[dict[str, float]]:
         if self.eval_data is None:
@@ -524,7 +573,7 @@ class CameraTrainer:
                 bar.set_postfix(loss=f"{running['total']:.4f}")
                 for name, value in running.items():
                     writer.add_scalar(f"loss/{name}", value, it)
-                writer.add_scalar("lr", cfg.lr, it)
+                writer.add_scalar("lr", self.learning_rate(it - 1), it)
             if cfg.eval_every and it % cfg.eval_every == 0 and it < cfg.max_steps:
                 self._record_evaluation(writer, it)
             if it % cfg.checkpoint_every == 0 or it == cfg.max_steps:
