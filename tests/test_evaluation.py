@@ -20,7 +20,7 @@ from meshinv.evaluation import (
     METRICS, EvaluationConfig, EvaluationContext, MissingInputError, get_metric, iou, register_metric,
     weak_perspective_chamfer,
 )
-from meshinv.evaluation.evaluate import evaluate_results, run_evaluation, write_outputs
+from meshinv.evaluation.evaluate import evaluate_results, inversion_crop_mismatch, run_evaluation, write_outputs
 from meshinv.geometry import MeshTemplate, quaternion_to_matrix
 from meshinv.inversion.results import InversionRecord
 from meshinv.render import MeshRenderer
@@ -262,3 +262,12 @@ def test_write_outputs_without_images(tmp_path, template):
     paths = write_outputs(result, tmp_path / "out")
     assert "grid" not in paths and json.loads(paths["metrics"].read_text())["means"] == {"mask_iou": None}
     assert "a" in paths["report"].read_text()
+
+
+def test_a_crop_unlike_the_inversions_is_named(tmp_path):
+    crop = CropConfig(img_size=96, padding=0.05, mask_threshold=0.5)
+    assert inversion_crop_mismatch(tmp_path, crop) is None  # no config.yaml: nothing to compare
+    (tmp_path / "config.yaml").write_text("inversion:\n  crop: {img_size: 96, padding: 0.05, mask_threshold: 0.95}\n")
+    message = inversion_crop_mismatch(tmp_path, crop)
+    assert "mask_threshold 0.95 (inversion) vs 0.5 (evaluation)" in message and "padding" not in message
+    assert inversion_crop_mismatch(tmp_path, CropConfig(img_size=256, padding=0.05, mask_threshold=0.95)) is None

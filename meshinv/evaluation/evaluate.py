@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from PIL import Image
 from tqdm import tqdm
 
@@ -106,6 +107,20 @@ def find_result_ids(results_dir: str | os.PathLike) -> list[str]:
     names = (RESULT_FILE,) + RESULT_IMAGE_FILES
     return sorted(p.name for p in root.iterdir()
                   if p.is_dir() and not p.name.startswith(".") and any((p / n).is_file() for n in names))
+
+
+def inversion_crop_mismatch(results_dir: str | os.PathLike, crop) -> Optional[str]:
+    """A sentence saying how `crop` differs from the crop the inversion used (read from the results'
+    config.yaml), in the settings that change the ground-truth masks; None if they agree or the
+    file is absent."""
+    path = Path(results_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        used = ((yaml.safe_load(f) or {}).get("inversion") or {}).get("crop") or {}
+    differing = [f"{key} {used[key]} (inversion) vs {getattr(crop, key)} (evaluation)"
+                 for key in ("padding", "mask_threshold") if key in used and used[key] != getattr(crop, key)]
+    return f"evaluation.crop differs from the inversion's crop in {path}: {'; '.join(differing)}" if differing else None
 
 
 def _open_split(root: str | os.PathLike, crop, split: Optional[str] = None):
@@ -239,6 +254,9 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
     data_dir = None
     if isinstance(dataset, (str, os.PathLike)):
         data_dir = str(dataset)
+        mismatch = inversion_crop_mismatch(results_dir, cfg.crop)
+        if mismatch:  # the ground-truth masks would not be the ones the inversion was scored against
+            log.warning("%s; set evaluation.crop to match", mismatch)
         dataset = _open_split(dataset, cfg.crop, cfg.split)
     elif dataset is not None:
         data_dir = str(getattr(dataset, "root", type(dataset).__name__))
