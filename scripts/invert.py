@@ -18,6 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
+import yaml
+
 from meshinv.config import ExperimentConfig
 from meshinv.data.datasets import open_dataset
 from meshinv.data.folder import FolderDataset
@@ -25,9 +27,10 @@ from meshinv.data.sample import DataError
 from meshinv.data.segment import segment_missing
 from meshinv.geometry.template import build_template
 from meshinv.inversion import Inverter, InversionRun
+from meshinv.inversion.results import changed_result_settings, finished_ids
 from meshinv.models import load_generator
 from meshinv.models.camera import load_camera_predictor
-from meshinv.utils.config import parse_cli, save_config
+from meshinv.utils.config import parse_cli, save_config, to_dict
 from meshinv.utils.device import resolve_device
 from meshinv.utils.logging import setup_logging
 from meshinv.utils.weights import MissingWeightsError
@@ -46,6 +49,15 @@ def open_images(cfg: ExperimentConfig, out: Path, device):
     return dataset
 
 
+def settings_changed_since_last_run(cfg: ExperimentConfig, out: Path) -> list[str]:
+    """Result-changing settings that differ from those of the finished images already in `out`."""
+    previous = out / "config.yaml"
+    if not previous.is_file() or not finished_ids(out):
+        return []
+    with open(previous) as f:
+        return changed_result_settings(yaml.safe_load(f) or {}, to_dict(cfg))
+
+
 def main() -> int:
     cfg, args = parse_cli(ExperimentConfig, __doc__.splitlines()[1],
                           shortcuts={"--data": "inversion.data", "--images": "inversion.images",
@@ -53,6 +65,12 @@ def main() -> int:
     inv = cfg.inversion
     out = Path(inv.out_dir)
     setup_logging(args.log_level, out / "log.txt")
+    changed = settings_changed_since_last_run(cfg, out)
+    if changed:
+        log.error("%s already holds results made with other settings (%s, against %s): re-running would skip "
+                  "them and mix the two. Use a new --out, or delete the folder to redo it.", out,
+                  ", ".join(changed), out / "config.yaml")
+        return 1
     save_config(cfg, out / "config.yaml")
     device = resolve_device(cfg.device)
     try:

@@ -237,7 +237,12 @@ def test_invert_script_outputs_bad_images_and_sigkill_resume(split, tmp_path):
         process.wait()
     assert not (out / "test_00003" / "result.pt").exists()  # killed in flight
     first = (out / "test_00000" / "result.pt").stat().st_mtime_ns
+    # Resuming with settings that change results would mix two kinds of result in one folder.
     result = subprocess.run(_script(data, out, checkpoint, "--set", "inversion.iterations=[2,2]"), cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "inversion.iterations" in result.stderr, result.stderr
+    assert not (out / "test_00003" / "result.pt").exists()
+    result = subprocess.run(_script(data, out, checkpoint, *slow, "--set", "inversion.limit=10"), cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "1 already done" in result.stderr

@@ -103,3 +103,29 @@ def iter_records(out_dir: str | os.PathLike, ids: Optional[list[str]] = None):
     """(image id, InversionRecord) for every finished image in OUT, sorted by id."""
     for image_id in sorted(ids if ids is not None else finished_ids(out_dir)):
         yield image_id, load_record(Path(out_dir) / image_id)
+
+
+# Settings that decide which images a run covers or how it is logged, not what an image's result is.
+_RUN_ONLY_SETTINGS = {"inversion.limit", "inversion.image_ids", "inversion.out_dir", "inversion.tensorboard",
+                      "inversion.batch_size"}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def changed_result_settings(previous: dict, current: dict, sections=("inversion", "template")) -> list[str]:
+    """The settings (dotted keys) in `sections` of two resolved configs that differ and change what
+    an image's result is: a resumed run that skips finished images must not mix them."""
+    old = _flatten({k: previous.get(k) or {} for k in sections})
+    new = _flatten({k: current.get(k) or {} for k in sections})
+    return sorted(key for key in old.keys() | new.keys()
+                  if key not in _RUN_ONLY_SETTINGS and old.get(key) != new.get(key))
+
