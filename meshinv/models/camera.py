@@ -146,7 +146,7 @@ class CameraPredictor(nn.Module):
         if rotation_head == "quaternion":
             self.quaternion_head = nn.Linear(feature_dim, 4)
         else:
-            # Starts at the identity, as the quaternion head's normalised random output starts anywhere.
+            # Near the identity at the start: Gram-Schmidt of a near-zero 6D output would be ill-defined.
             self.rotation_6d_head = nn.Linear(feature_dim, 6)
             nn.init.normal_(self.rotation_6d_head.weight, 0.0, 0.02)
             with torch.no_grad():
