@@ -18,8 +18,6 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
-
 from meshinv.config import ExperimentConfig
 from meshinv.data.datasets import open_dataset
 from meshinv.data.folder import FolderDataset
@@ -27,7 +25,7 @@ from meshinv.data.sample import DataError
 from meshinv.data.segment import segment_missing
 from meshinv.geometry.template import build_template
 from meshinv.inversion import Inverter, InversionRun
-from meshinv.inversion.results import changed_result_settings, finished_ids
+from meshinv.inversion.results import RUN_CONFIG_FILE, changed_result_settings, finished_ids, saved_run_config
 from meshinv.models import load_generator
 from meshinv.models.camera import load_camera_predictor
 from meshinv.utils.config import parse_cli, save_config, to_dict
@@ -51,11 +49,10 @@ def open_images(cfg: ExperimentConfig, out: Path, device):
 
 def settings_changed_since_last_run(cfg: ExperimentConfig, out: Path) -> list[str]:
     """Result-changing settings that differ from those of the finished images already in `out`."""
-    previous = out / "config.yaml"
-    if not previous.is_file() or not finished_ids(out):
+    previous = saved_run_config(out)
+    if previous is None or not finished_ids(out):
         return []
-    with open(previous) as f:
-        return changed_result_settings(yaml.safe_load(f) or {}, to_dict(cfg))
+    return changed_result_settings(previous, to_dict(cfg))
 
 
 def main() -> int:
@@ -69,9 +66,9 @@ def main() -> int:
     if changed:
         log.error("%s already holds results made with other settings (%s, against %s): re-running would skip "
                   "them and mix the two. Use a new --out, or delete the folder to redo it.", out,
-                  ", ".join(changed), out / "config.yaml")
+                  ", ".join(changed), out / RUN_CONFIG_FILE)
         return 1
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, out / RUN_CONFIG_FILE)
     device = resolve_device(cfg.device)
     try:
         dataset = open_images(cfg, out, device)

@@ -20,7 +20,7 @@ from meshinv.evaluation import (
     METRICS, EvaluationConfig, EvaluationContext, MissingInputError, get_metric, iou, register_metric,
     weak_perspective_chamfer,
 )
-from meshinv.evaluation.evaluate import evaluate_results, inversion_crop_mismatch, run_evaluation, write_outputs
+from meshinv.evaluation.evaluate import evaluate_results, inversion_crop, run_evaluation, write_outputs
 from meshinv.geometry import MeshTemplate, quaternion_to_matrix
 from meshinv.inversion.results import InversionRecord
 from meshinv.render import MeshRenderer
@@ -264,10 +264,9 @@ def test_write_outputs_without_images(tmp_path, template):
     assert "a" in paths["report"].read_text()
 
 
-def test_a_crop_unlike_the_inversions_is_named(tmp_path):
+def test_evaluation_cuts_masks_as_the_inversion_did(tmp_path):
     crop = CropConfig(img_size=96, padding=0.05, mask_threshold=0.5)
-    assert inversion_crop_mismatch(tmp_path, crop) is None  # no config.yaml: nothing to compare
+    assert inversion_crop(tmp_path, crop) == crop  # no config.yaml: the evaluation's own crop
     (tmp_path / "config.yaml").write_text("inversion:\n  crop: {img_size: 96, padding: 0.05, mask_threshold: 0.95}\n")
-    message = inversion_crop_mismatch(tmp_path, crop)
-    assert "mask_threshold 0.95 (inversion) vs 0.5 (evaluation)" in message and "padding" not in message
-    assert inversion_crop_mismatch(tmp_path, CropConfig(img_size=256, padding=0.05, mask_threshold=0.95)) is None
+    used = inversion_crop(tmp_path, crop)
+    assert used.mask_threshold == 0.95 and used.padding == 0.05 and used.img_size == 96

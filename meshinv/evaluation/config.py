@@ -9,8 +9,8 @@ from ..data.preprocess import CropConfig
 
 
 def _evaluation_crop() -> CropConfig:
-    # Must match the inversion's crop (meshinv/inversion/config.py), whose target masks are binarised
-    # at 0.95 after resizing; img_size is replaced by each record's image_size.
+    # The inversion's default crop (meshinv/inversion/config.py). Used where a results folder records
+    # no crop of its own (evaluate.inversion_crop); img_size is replaced by each record's image_size.
     return CropConfig(img_size=256, padding=0.05, jitter=0.0, mask_threshold=0.95)
 
 

@@ -29,7 +29,6 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from PIL import Image
 from tqdm import tqdm
 
@@ -38,7 +37,7 @@ from ..data.folder import read_image
 from ..data.sample import Sample
 from ..data.synthetic import SyntheticDataset
 from ..geometry.template import MeshTemplate
-from ..inversion.results import RESULT_FILE, InversionRecord, load_record
+from ..inversion.results import RESULT_FILE, InversionRecord, load_record, saved_run_config
 from ..render.renderer import MeshRenderer
 from ..render.views import render_turntable
 from ..utils.images import save_grid
@@ -109,18 +108,16 @@ def find_result_ids(results_dir: str | os.PathLike) -> list[str]:
                   if p.is_dir() and not p.name.startswith(".") and any((p / n).is_file() for n in names))
 
 
-def inversion_crop_mismatch(results_dir: str | os.PathLike, crop) -> Optional[str]:
-    """A sentence saying how `crop` differs from the crop the inversion used (read from the results'
-    config.yaml), in the settings that change the ground-truth masks; None if they agree or the
-    file is absent."""
-    path = Path(results_dir) / "config.yaml"
-    if not path.is_file():
-        return None
-    with open(path) as f:
-        used = ((yaml.safe_load(f) or {}).get("inversion") or {}).get("crop") or {}
-    differing = [f"{key} {used[key]} (inversion) vs {getattr(crop, key)} (evaluation)"
-                 for key in ("padding", "mask_threshold") if key in used and used[key] != getattr(crop, key)]
-    return f"evaluation.crop differs from the inversion's crop in {path}: {'; '.join(differing)}" if differing else None
+def inversion_crop(results_dir: str | os.PathLike, crop):
+    """`crop` with the padding and mask threshold the inversion used (read from the results'
+    config.yaml), so that ground-truth masks are cut and binarised as its targets were; `crop`
+    itself when the folder records none."""
+    used = ((saved_run_config(results_dir) or {}).get("inversion") or {}).get("crop") or {}
+    changes = {key: used[key] for key in ("padding", "mask_threshold") if key in used and used[key] != getattr(crop, key)}
+    if changes:
+        log.info("using the inversion's crop settings %s recorded in %s (evaluation.crop has %s)", changes,
+                 results_dir, {key: getattr(crop, key) for key in changes})
+    return dataclasses.replace(crop, **changes)
 
 
 def _open_split(root: str | os.PathLike, crop, split: Optional[str] = None):
@@ -236,7 +233,8 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
     """Evaluate every image folder of `results_dir`.
 
     dataset: None (metrics from the result folders only), a dataset folder of any kind (opened with
-    cfg.crop and cfg.split), or a dataset object, whose crop settings are kept but img_size is set to
+    cfg.crop, whose padding and mask threshold are the inversion's where the results record them,
+    and cfg.split), or a dataset object, whose crop settings are kept but img_size is set to
     each record's image_size. Metrics needing ground truth or CAD models are skipped when the dataset
     has none. feature_extractor: replaces the FID Inception (tests: any module images (N, 3, 299, 299)
     in [0, 1] -> (N, D)).
@@ -245,6 +243,7 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
     device = torch.device(device)
     template = template.to(device)
     results_dir = Path(results_dir)
+    cfg = dataclasses.replace(cfg, crop=inversion_crop(results_dir, cfg.crop))
     names = list(dict.fromkeys(cfg.metrics))
     for name in names:
         get_metric(name)  # an unknown name fails before any work
@@ -254,9 +253,6 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
     data_dir = None
     if isinstance(dataset, (str, os.PathLike)):
         data_dir = str(dataset)
-        mismatch = inversion_crop_mismatch(results_dir, cfg.crop)
-        if mismatch:  # the ground-truth masks would not be the ones the inversion was scored against
-            log.warning("%s; set evaluation.crop to match", mismatch)
         dataset = _open_split(dataset, cfg.crop, cfg.split)
     elif dataset is not None:
         data_dir = str(getattr(dataset, "root", type(dataset).__name__))

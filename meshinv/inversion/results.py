@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import yaml
 
 from ..utils.io import save_torch
 
@@ -103,6 +104,18 @@ def iter_records(out_dir: str | os.PathLike, ids: Optional[list[str]] = None):
     """(image id, InversionRecord) for every finished image in OUT, sorted by id."""
     for image_id in sorted(ids if ids is not None else finished_ids(out_dir)):
         yield image_id, load_record(Path(out_dir) / image_id)
+
+
+RUN_CONFIG_FILE = "config.yaml"  # the resolved config scripts/invert.py writes into its output folder
+
+
+def saved_run_config(out_dir: str | os.PathLike) -> Optional[dict]:
+    """The resolved config (a plain dict) of the inversion run that wrote `out_dir`, or None."""
+    path = Path(out_dir) / RUN_CONFIG_FILE
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
 
 
 # Settings that decide which images a run covers or how it is logged, not what an image's result is.
