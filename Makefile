@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo render-demo test bench clean
+.PHONY: install demo render-demo test test-matrix bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ render-demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The float-sensitive tests (mark `numeric`) under every CPU kernel set (default, AVX2, AVX-512 where
+# the CPU has it) and 1 and 2 threads. MATRIX_SELECT= (empty) runs the whole suite that way.
+MATRIX_SELECT ?= -m numeric
+test-matrix: install
+	tests/matrix.sh $(PY) $(MATRIX_SELECT)
 
 bench: install
 	$(PY) bench/render.py

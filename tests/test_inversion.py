@@ -131,27 +131,42 @@ def test_a_batch_gives_what_its_images_give_one_by_one(samples):
 
 
 def test_optimisation_recovers_a_target_the_prior_can_make():
-    generator, template = tiny_generator(1), MeshTemplate.uv_sphere()
-    renderer = MeshRenderer(SIZE)
-    z_true, class_id = torch.randn(1, 8) * 0.5, torch.tensor([2])
+    """From a camera 20 degrees, 0.15 and 20% off, the optimisation aligns the object and closes most
+    of the gap between the start's loss and the loss of the true (z, camera).
+
+    The run is chaotic (Chamfer nearest-neighbour choices and pixel coverage flip with the last bits
+    of a float, so kernels and thread counts change where it lands), hence margins far from any one
+    landing: over 4 noise seeds, float32 and float64, and default / AVX2 / AVX-512 kernels, the IoU
+    rose by 0.21-0.34, the gap closed by 88-99% and the mask term fell 8-24 fold. It runs in
+    float64 at 64 px, where the trajectories are the least sensitive to the machine."""
+    size, dtype = 64, torch.float64
+    generator, template = tiny_generator(1).to(dtype), MeshTemplate.uv_sphere()
+    z_true, class_id = (torch.randn(1, 8) * 0.5).to(dtype), torch.tensor([2])
     camera_true = torch.tensor([[0.7, 0.05, -0.05, 0.9, 0.1, 0.4, 0.1]])
     camera_true[:, 3:] /= camera_true[:, 3:].norm()
+    camera_true = camera_true.to(dtype)
     with torch.no_grad():
         texture, mesh_map = generator(z_true, class_id)
         ndc = WeakPerspectiveCamera.from_tensor(camera_true).transform(template.vertex_positions(mesh_map))
-        target = template.render(renderer, ndc, texture)
-    start = perturb_camera(camera_true[0], CameraInitConfig(noise_rotation_deg=8, noise_translation=0.04,
-                                                            noise_scale=0.08), torch.Generator().manual_seed(0))
-    cfg = tiny_config(select_num=8, iterations=[30, 30, 20], z_lrs=[0.1, 0.05, 0.01], camera_lrs=[0.01, 0.005, 0.001],
+        target = template.render(MeshRenderer(size), ndc, texture)
+    start = perturb_camera(camera_true[0], CameraInitConfig(noise_rotation_deg=20, noise_translation=0.15,
+                                                            noise_scale=0.2), torch.Generator().manual_seed(0))
+    cfg = tiny_config(crop=CropConfig(img_size=size, mask_threshold=0.95), select_num=8, iterations=[30, 30, 20],
+                      z_lrs=[0.1, 0.05, 0.01], camera_lrs=[0.01, 0.005, 0.001],
                       loss=InversionLossConfig(feature_weight=0.0))
     inverter = Inverter(generator, template, cfg)
-    result = inverter.invert(target.image, target.mask, start[None], class_id, ["target"])
+    result = inverter.invert(target.image, target.mask, start[None].to(dtype), class_id, ["target"])
+    targets = inverter.objective.prepare(target.image, target.mask)
     with torch.no_grad():
-        initial = inverter.objective(torch.zeros(1, 8), *generator(torch.zeros(1, 8), class_id), start[None],
-                                     inverter.objective.prepare(target.image, target.mask))
+        z0 = torch.zeros(1, 8, dtype=dtype)
+        initial = inverter.objective(z0, *generator(z0, class_id), start[None].to(dtype), targets)
+        truth = inverter.objective(z_true, *generator(z_true, class_id), camera_true, targets)
     start_iou = float((initial.render.mask * target.mask).sum() / ((initial.render.mask + target.mask) > 0).sum())
-    assert result.iou[0] > max(0.9, start_iou)
-    assert result.history[0]["total"][-1] < result.init_loss[0]
+    history = result.history[0]
+    gap_closed = (result.init_loss[0] - history["total"][-1]) / (result.init_loss[0] - float(truth.total[0]))
+    assert result.iou[0] > start_iou + 0.1, (start_iou, result.iou[0])
+    assert gap_closed > 0.6, gap_closed
+    assert history["mask"][-1] < history["mask"][0] / 4, history["mask"]
 
 
 def _angle_deg(q1: torch.Tensor, q2: torch.Tensor) -> float:
@@ -315,14 +330,18 @@ def test_a_folder_of_raw_photos_gets_cached_automatic_masks(split, tmp_path, mon
 
 @requires_cuda
 def test_cuda_inversion_matches_cpu(samples):
-    generator, template = tiny_generator(), MeshTemplate.uv_sphere()
+    # float64 on both sides: CUDA would otherwise use TF32 convolutions and its own reduction order,
+    # and Adam turns float32 rounding in a near-zero gradient into a step of a whole learning rate.
+    generator, template = tiny_generator().double(), MeshTemplate.uv_sphere()
     cfg = tiny_config(loss=InversionLossConfig(allow_random_vgg=True))
     vgg = VGGFeatures(allow_random_weights=True)
     images, masks, cameras, classes, ids = stack(samples)
+    images, cameras = images.double(), cameras.double()
     on_cpu = Inverter(generator, template, cfg, "cpu", vgg=copy.deepcopy(vgg)).invert(images, masks, cameras, classes, ids)
     # the same (random) VGG weights on both devices: Inverter moves the module it is given
-    on_gpu = Inverter(tiny_generator(), MeshTemplate.uv_sphere(), cfg, "cuda", vgg=copy.deepcopy(vgg)
+    on_gpu = Inverter(tiny_generator().double(), MeshTemplate.uv_sphere(), cfg, "cuda", vgg=copy.deepcopy(vgg)
                       ).invert(images, masks, cameras, classes, ids)
     assert on_gpu.z.device.type == "cpu"  # results come back on the CPU
-    assert torch.allclose(on_gpu.init_loss, on_cpu.init_loss, rtol=1e-3)
-    assert torch.allclose(on_gpu.camera, on_cpu.camera, atol=0.01)
+    assert torch.allclose(on_gpu.init_loss, on_cpu.init_loss, rtol=1e-9)  # the same z candidate wins
+    assert torch.allclose(on_gpu.camera, on_cpu.camera, atol=1e-3)
+    assert torch.allclose(on_gpu.z, on_cpu.z, atol=1e-3)
