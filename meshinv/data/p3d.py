@@ -9,12 +9,13 @@
     ROOT/sfm/car_<split>.mat                        CMR's `sfm_anno` struct array, S, conv_tri
     ROOT/p3d_labels.csv                             optional: ConvMesh's labels, "filename,color1,color2,shape,..."
 
-data/ and sfm/ may sit directly under ROOT (ConvMesh's layout), under ROOT/cache/, or under ROOT/p3d/
-(CMR's own layout: ROOT is CMR's cachedir, holding PASCAL3D+_release1.1/ and p3d/data/, p3d/sfm/ as
-its preprocess_p3d.m writes them); P3D_CACHE_DIRS, first match wins. CMR's splits: train (PASCAL VOC train images and
-all ImageNet images), val (PASCAL VOC val images), all. Each entry is one car instance, so an image
-with two cars gives two samples: image ids are "<voc_image_id>_<voc_rec_id>". ConvMesh trains its
-GAN on the ImageNet subset of train (subset="imagenet").
+data/ and sfm/ may sit under ROOT/cache/, directly under ROOT (ConvMesh's layout), or under ROOT/p3d/
+(CMR's own: ROOT is CMR's cachedir, holding PASCAL3D+_release1.1/ beside p3d/data/ and p3d/sfm/ as
+its preprocess_p3d.m writes them); the first that holds data/<category>_*.mat is used
+(P3D_CACHE_DIRS). CMR's splits: train (PASCAL VOC train images and all ImageNet images), val
+(PASCAL VOC val images), all. Each entry is one car instance, so an image with two cars gives two
+samples: image ids are "<voc_image_id>_<voc_rec_id>". ConvMesh trains its GAN on the ImageNet
+subset of train (subset="imagenet").
 """
 
 from __future__ import annotations
