@@ -5,7 +5,7 @@ Kinds, and the files that identify them (datasets/README.md has the full layouts
     synthetic  ROOT/<split>/images/ and gt/ (or ROOT/images/ and gt/)   meshinv.data.synthetic
     folder     ROOT/<split>/images/ (or ROOT/images/)                   meshinv.data.folder
     cub        ROOT/CUB_200_2011/, or a CMR cache ROOT/[cache/]data/*_cub_cleaned.mat
-    p3d        ROOT/PASCAL3D+_release1.1/, or a CMR cache ROOT/[cache/]data/car_*.mat
+    p3d        ROOT/PASCAL3D+_release1.1/, or a CMR cache ROOT/[cache/ or p3d/]data/car_*.mat
 
 Every dataset has the same interface: len(), dataset[i] -> Sample (DataError for a bad item),
 image_ids() -> list of str.
@@ -21,7 +21,7 @@ from typing import Optional
 
 from .cub import CUBDataset
 from .folder import FolderDataset
-from .p3d import P3DDataset
+from .p3d import P3DDataset, find_p3d_cache
 from .preprocess import CropConfig
 from .sample import DataError
 
@@ -63,8 +63,7 @@ def _is_cub(root: Path) -> bool:
 
 
 def _is_p3d(root: Path) -> bool:
-    return (root / "PASCAL3D+_release1.1").is_dir() or any(
-        any((root / sub / "data").glob("car_*.mat")) for sub in ("cache", "."))
+    return (root / "PASCAL3D+_release1.1").is_dir() or find_p3d_cache(root) is not None
 
 
 def _is_synthetic(root: Path, split: Optional[str]) -> bool:
@@ -90,7 +89,7 @@ def detect_kind(root: str | os.PathLike, split: Optional[str] = None) -> Optiona
 def _looked_for(split: Optional[str]) -> str:
     split = split or DEFAULT_SPLITS["folder"]
     return ("CUB_200_2011/ or [cache/]data/*_cub_cleaned.mat (cub); PASCAL3D+_release1.1/ or "
-            f"[cache/]data/car_*.mat (p3d); {split}/images/ or images/ with gt/ beside it (synthetic); "
+            f"[cache/ or p3d/]data/car_*.mat (p3d); {split}/images/ or images/ with gt/ beside it (synthetic); "
             f"{split}/images/ or images/ (folder)")
 
 

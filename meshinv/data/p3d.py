@@ -9,10 +9,13 @@
     ROOT/sfm/car_<split>.mat                        CMR's `sfm_anno` struct array, S, conv_tri
     ROOT/p3d_labels.csv                             optional: ConvMesh's labels, "filename,color1,color2,shape,..."
 
-(data/ and sfm/ may also sit under ROOT/cache/.) CMR's splits: train (PASCAL VOC train images and
-all ImageNet images), val (PASCAL VOC val images), all. Each entry is one car instance, so an image
-with two cars gives two samples: image ids are "<voc_image_id>_<voc_rec_id>". ConvMesh trains its
-GAN on the ImageNet subset of train (subset="imagenet").
+data/ and sfm/ may sit under ROOT/cache/, directly under ROOT (ConvMesh's layout), or under ROOT/p3d/
+(CMR's own: ROOT is CMR's cachedir, holding PASCAL3D+_release1.1/ beside p3d/data/ and p3d/sfm/ as
+its preprocess_p3d.m writes them); the first that holds data/<category>_*.mat is used
+(P3D_CACHE_DIRS). CMR's splits: train (PASCAL VOC train images and all ImageNet images), val
+(PASCAL VOC val images), all. Each entry is one car instance, so an image with two cars gives two
+samples: image ids are "<voc_image_id>_<voc_rec_id>". ConvMesh trains its GAN on the ImageNet
+subset of train (subset="imagenet").
 """
 
 from __future__ import annotations
@@ -69,9 +72,22 @@ class P3DPaths:
         return self.root / "p3d_labels.csv"
 
 
+# Where data/ and sfm/ may sit under a PASCAL3D+ root, in the order they are looked for.
+P3D_CACHE_DIRS = ("cache", ".", "p3d")
+
+
+def find_p3d_cache(root: str | os.PathLike, category: str = "car") -> Optional[Path]:
+    """The folder under root whose data/ holds <category>_*.mat (see P3D_CACHE_DIRS), or None."""
+    for sub in P3D_CACHE_DIRS:
+        folder = Path(root) / sub
+        if any((folder / "data").glob(f"{category}_*.mat")):
+            return folder
+    return None
+
+
 def p3d_paths(root: str | os.PathLike, category: str = "car") -> P3DPaths:
     root = Path(root)
-    cache = root / "cache" if (root / "cache" / "data").is_dir() else root
+    cache = find_p3d_cache(root, category) or root  # none: errors then name ROOT/data/... as missing
     return P3DPaths(root, root / "PASCAL3D+_release1.1", cache, category)
 
 

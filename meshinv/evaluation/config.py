@@ -51,10 +51,9 @@ class EvaluationConfig:
     novel_view_scale: float = 0.7
     azimuths: list[float] = field(default_factory=lambda: [30.0 * k for k in range(12)])
     fid: FIDConfig = field(default_factory=FIDConfig)
-    # iou_3d (PASCAL3D+): voxel grid side, and the rotation from our object frame to the CAD frame
-    # (Euler xyz degrees, scipy convention); see meshinv/evaluation/voxels.py.
+    # iou_3d, iou_3d_global (PASCAL3D+): voxel grid side. There is no frame rotation to set: the
+    # predictions and the CAD models share the frame the dataset's cameras act on (voxels.py).
     voxel_resolution: int = 32
-    cad_rotation_euler_xyz_deg: tuple[float, float, float] = (-90.0, 0.0, 0.0)
     # report_grid.png: one row per image for the first grid_rows evaluated images.
     grid_rows: int = 8
     grid_image_size: int = 128

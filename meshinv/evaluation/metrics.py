@@ -5,10 +5,12 @@ Per image (a function of one image's EvaluationContext, returning a float):
     full_mask_iou   the same rendered mask vs. the ground-truth full-object mask (synthetic data)
     novel_view_iou  silhouette IoU of prediction vs. ground truth over turntable views (synthetic)
     chamfer_3d      Chamfer distance of the vertices after weak-perspective alignment (synthetic)
-    iou_3d          voxel IoU with the image's CAD model (PASCAL3D+; meshinv/evaluation/voxels.py)
-Over the whole dataset (one number from all images; meshinv/evaluation/fid.py):
-    fid_1           FID of masked inputs vs. masked reconstructions in the input view (SPEC 8)
-    fid_10, fid_12  FID of novel views about the canonical pose vs. real-image statistics (SPEC 8)
+    iou_3d          voxel IoU with the image's CAD model, box-aligned per image (PASCAL3D+;
+                    meshinv/evaluation/voxels.py)
+Over the whole dataset (one number from all images):
+    fid_1           FID of masked inputs vs. masked reconstructions in the input view (SPEC 8; fid.py)
+    fid_10, fid_12  FID of novel views about the canonical pose vs. real-image statistics (SPEC 8; fid.py)
+    iou_3d_global   iou_3d with one box alignment averaged over all images, as CMR's eval_mean_iou.m
 
 A per-image metric raises MissingInputError, naming what is missing, when the image lacks an input
 it needs; it is a function decorated with @register_metric("name", needs_gt=...). A dataset-level
@@ -21,6 +23,7 @@ imported here; the FID and voxel code is imported when those metrics are used.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence
 
@@ -30,6 +33,8 @@ from ..geometry.camera import WeakPerspectiveCamera, turntable_quaternions
 from ..geometry.template import MeshTemplate
 from ..render.renderer import MeshRenderer
 from .config import EvaluationConfig
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # only a type here: importing the inversion package would pull in the losses
     from ..inversion.results import InversionRecord
@@ -286,11 +291,13 @@ def register_metric(name: str, *, needs_gt: bool = False, higher_is_better: bool
     return decorator
 
 
-def register_dataset_metric(name: str, *, needs_gt: bool = False, higher_is_better: bool = False):
+def register_dataset_metric(name: str, *, needs_gt: bool = False, higher_is_better: bool = False,
+                            needs_cad: bool = False):
     """Decorator adding a dataset-level metric (a factory env -> DatasetMetric) to METRICS under `name`."""
 
     def decorator(factory: DatasetMetricFactory) -> DatasetMetricFactory:
-        _register(name, factory, MetricInfo(name, needs_gt, higher_is_better, _description(factory, name), "dataset"))
+        _register(name, factory, MetricInfo(name, needs_gt, higher_is_better, _description(factory, name), "dataset",
+                                            needs_cad))
         return factory
 
     return decorator
@@ -342,23 +349,71 @@ def chamfer_3d(ctx: EvaluationContext) -> float:
     return weak_perspective_chamfer(ctx.pred_vertices(), ctx.record.camera, gt_vertices, ctx.gt_camera)
 
 
+def _cad_model(ctx: EvaluationContext, metric: str, normalize: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The image's CAD model in the voxel grid's frame (normalised, or as stored): (vertices (V, 3)
+    float64, faces, voxels (R, R, R)), computed once per model for the whole evaluation (a handful
+    serve every image)."""
+    from .voxels import normalize_to_unit_cube, voxelize_mesh
+
+    if ctx.dataset is None or not hasattr(ctx.dataset, "cad_mesh"):
+        raise MissingInputError(f"{metric}: needs a dataset with CAD models (PASCAL3D+)")
+    cad_index = int(ctx.require_gt("cad_index", metric))
+    key = ("cad_model", cad_index, ctx.cfg.voxel_resolution, normalize)
+    if key not in ctx.shared:
+        vertices, faces = ctx.dataset.cad_mesh(cad_index)
+        vertices, faces = vertices.to(ctx.device, torch.float64), faces.to(ctx.device)
+        if normalize:
+            vertices = normalize_to_unit_cube(vertices)
+        elif vertices.abs().max() > 0.5:
+            log.warning("%s: CAD model %d reaches outside the unit cube; the parts outside are not counted",
+                        metric, cad_index)
+        ctx.shared[key] = (vertices, faces, voxelize_mesh(vertices, faces, ctx.cfg.voxel_resolution))
+    return ctx.shared[key]
+
+
 @register_metric("iou_3d", needs_cad=True)
 def iou_3d(ctx: EvaluationContext) -> float:
     """Voxel IoU (32^3) of the prediction and the image's CAD model, aligned by bounding box (PASCAL3D+)."""
-    from .voxels import cad_iou_3d, frame_rotation, normalize_to_unit_cube, voxelize_mesh
+    from .voxels import cad_iou_3d
 
-    if ctx.dataset is None or not hasattr(ctx.dataset, "cad_mesh"):
-        raise MissingInputError("iou_3d: needs a dataset with CAD models (PASCAL3D+)")
-    cad_index = int(ctx.require_gt("cad_index", "iou_3d"))
-    cfg = ctx.cfg
-    cad_vertices, cad_faces = ctx.dataset.cad_mesh(cad_index)
-    key = ("cad_voxels", cad_index, cfg.voxel_resolution)
-    if key not in ctx.shared:  # a handful of CAD models serve every image
-        ctx.shared[key] = voxelize_mesh(normalize_to_unit_cube(cad_vertices.to(ctx.device, torch.float64)),
-                                        cad_faces.to(ctx.device), cfg.voxel_resolution)
-    rotation = frame_rotation(cfg.cad_rotation_euler_xyz_deg, device=ctx.device)
-    return cad_iou_3d(ctx.pred_vertices(), ctx.template.faces, cad_vertices.to(ctx.device), cad_faces.to(ctx.device),
-                      rotation, cfg.voxel_resolution, ctx.shared[key])
+    cad, faces, voxels = _cad_model(ctx, "iou_3d")
+    return cad_iou_3d(ctx.pred_vertices(), ctx.template.faces, cad, faces, ctx.cfg.voxel_resolution, voxels)
+
+
+class GlobalAlignmentIoU:
+    """iou_3d_global: each image's box alignment (translation, scale) to its CAD model as stored is
+    collected, the means are applied to every prediction, and the IoUs are averaged (CMR's
+    eval_mean_iou.m; meshinv/evaluation/voxels.py)."""
+
+    def __init__(self, env: DatasetMetricEnv):
+        self.resolution = env.cfg.voxel_resolution
+        self.items: list[tuple] = []   # (pred vertices, pred faces, CAD vertices, faces, voxels, translation, scale)
+
+    def update(self, ctx: EvaluationContext) -> None:
+        from .voxels import box_alignment
+
+        cad, faces, voxels = _cad_model(ctx, "iou_3d_global", normalize=False)
+        pred = ctx.pred_vertices().double()
+        translation, scale = box_alignment(pred, cad)
+        self.items.append((pred, ctx.template.faces, cad, faces, voxels, translation, scale))
+
+    def compute(self) -> tuple[float, int]:
+        from .voxels import cad_iou_3d
+
+        if not self.items:
+            raise ValueError("iou_3d_global: no image could be aligned")
+        translation = torch.stack([item[5].cpu() for item in self.items]).mean(dim=0)
+        scale = sum(item[6] for item in self.items) / len(self.items)
+        values = [cad_iou_3d(pred, pred_faces, cad, faces, self.resolution, voxels, (translation, scale), False)
+                  for pred, pred_faces, cad, faces, voxels, _, _ in self.items]
+        return sum(values) / len(values), len(values)
+
+
+@register_dataset_metric("iou_3d_global", higher_is_better=True, needs_cad=True)
+def iou_3d_global(env: DatasetMetricEnv) -> DatasetMetric:
+    """Voxel IoU with the CAD models, one box alignment (the mean over images) for all, as CMR evaluates."""
+    return GlobalAlignmentIoU(env)
 
 
 @register_dataset_metric("fid_1")

@@ -1,10 +1,11 @@
-"""Voxelisation of triangle meshes and the 3D IoU of PASCAL3D+ (iou_3d).
+"""Voxelisation of triangle meshes and the 3D IoU of PASCAL3D+ (iou_3d, iou_3d_global).
 
     winding_numbers(points, vertices, faces)   generalised winding number of each point (any mesh)
     ray_winding_grid(vertices, faces, R)       winding numbers on the grid by ray crossings (closed meshes)
     voxelize_mesh(vertices, faces, resolution, bounds, method) -> (R, R, R) bool occupancy of voxel centres
     voxel_iou(a, b)                            IoU of two occupancy grids
-    align_to_cad(pred, cad, rotation)          the prediction in the CAD model's normalised frame
+    box_alignment(pred, cad)                   (translation, scale) matching the prediction's box to the CAD's
+    align_to_cad(pred, cad, alignment)         prediction and CAD model in the voxel grid's frame
     cad_iou_3d(...)                            both steps and the IoU
 
 Inside test: a voxel is occupied when the winding number of the mesh at its centre is above 1/2 in
@@ -12,28 +13,35 @@ magnitude, which ignores the orientation of the faces. For a closed mesh (our pr
 spheres) it is counted exactly and fast by signed ray crossings; for the PASCAL3D+ CAD models, not
 all watertight, the generalised winding number (Jacobson et al. 2013) keeps it meaningful.
 
-The 3D IoU protocol follows the one used for PASCAL3D+ since CMR (the DRC-era MATLAB evaluation):
-both shapes in the CAD model's object frame, a 32^3 grid over the unit cube, an isotropic scale and
-translation of the prediction estimated from bounding boxes (centres matched, scale = cube root of
-the ratio of box volumes), IoU of the occupancies. Differences, documented:
-- that evaluation averages the box-based translation and scale over the whole test set; we estimate
-  them per image, which makes iou_3d a per-image metric (and slightly more forgiving);
-- the CAD model is normalised (box centre at 0, longest side 1) so that it fills the unit cube;
-  prediction parts outside the cube are dropped, as there;
-- our object frame is not the CAD frame: a fixed rotation (evaluation.cad_rotation_euler_xyz_deg)
-  maps one to the other. The default, Euler xyz (-90, 0, 0), takes our -y (image-up at the identity
-  camera) to the CAD's z (up) and our z to its y (length), our x (the symmetry axis) staying x. It
-  follows the conventions but has not been checked against real PASCAL3D+ reconstructions.
+Frames. The prediction and the CAD model are compared with no rotation between them, in the object
+frame that the dataset's SfM cameras act on. The inversion's meshes live in it, since their cameras
+start from those cameras (or from predictions trained on them), and its axes are those of the
+PASCAL3D+ CAD models: CMR aligns its SfM model to x the mirror axis, y along the length and z up
+(preprocess/sfm/alignSfmModel.m), and its evaluation (eval_mean_iou.m) gives prediction and CAD
+model one and the same axis permutation. Scale and origin may differ; the box alignment below
+removes them. meshinv/data/p3d.py keeps cameras and CAD models as stored.
+
+The protocol follows CMR's eval_mean_iou.m (the DRC-era MATLAB evaluation used for PASCAL3D+
+since): a 32^3 grid over the unit cube, the prediction translated and scaled isotropically to the
+CAD model's box (centres matched, scale = cube root of the ratio of box volumes), IoU of the
+occupancies. Differences, documented:
+- iou_3d estimates that translation and scale per image, which makes it a per-image metric (and
+  more forgiving), and normalises each CAD model (box centre at 0, longest side 1) so that it
+  fills the grid;
+- iou_3d_global is CMR's protocol: CAD models as stored (CMR voxelises them over the unit cube as
+  they are; one reaching outside it is warned about), each image's translation and scale to its CAD
+  model (box_alignment) averaged over all evaluated images, and the means applied to every
+  prediction. It assumes that the predictions share one scale and origin, as CMR's (its SfM
+  frame's) and ours (the prior's) roughly do;
+- in both, prediction parts outside the cube are dropped, as there.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional
 
 import torch
-
-from ..geometry.camera import euler_to_matrix
 
 
 def winding_numbers(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
@@ -141,40 +149,40 @@ def normalize_to_unit_cube(vertices: torch.Tensor) -> torch.Tensor:
     return (vertices - center) / longest
 
 
-def align_by_bounding_box(vertices: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """vertices scaled isotropically and translated so that their box has the target box's centre
-    and volume (scale = cube root of the ratio of box volumes)."""
-    center, size = bounding_box(vertices)
-    target_center, target_size = bounding_box(target)
-    volume = float(size.double().prod())
+def box_alignment(vertices: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(translation (3,), scale) that take vertices (V, 3) onto the box of target (V', 3) as
+    (vertices + translation) * scale: translation = target box centre - vertices' box centre,
+    scale = cube root of the ratio of box volumes (CMR's estimateTransform). That form puts the box
+    centre at scale * the target's, which is the target's for a normalised CAD model (centre 0), and
+    is what CMR's test-set average (iou_3d_global) applies to CAD models as stored."""
+    center, size = bounding_box(vertices.double())
+    target_center, target_size = bounding_box(target.double())
+    volume = float(size.prod())
     if not volume > 0:
         raise ValueError("the predicted mesh is flat (its bounding box has no volume)")
-    scale = (float(target_size.double().prod()) / volume) ** (1.0 / 3.0)
-    return (vertices - center) * scale + target_center
-
-
-def frame_rotation(euler_xyz_deg: Sequence[float], dtype=torch.float64, device=None) -> torch.Tensor:
-    """(3, 3) rotation from our object frame to the CAD frame (Euler xyz degrees, scipy convention)."""
-    return euler_to_matrix(torch.tensor([float(a) for a in euler_xyz_deg], dtype=torch.float64), "xyz",
-                           degrees=True).to(dtype=dtype, device=device)
+    return target_center - center, (float(target_size.prod()) / volume) ** (1.0 / 3.0)
 
 
 def align_to_cad(pred_vertices: torch.Tensor, cad_vertices: torch.Tensor,
-                 rotation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(prediction, CAD model) in the CAD model's normalised frame (box centred, longest side 1): the
-    prediction rotated into the CAD frame, then matched to the CAD's box (align_by_bounding_box)."""
-    cad = normalize_to_unit_cube(cad_vertices.double())
-    pred = pred_vertices.double() @ rotation.to(pred_vertices.device, torch.float64).T
-    return align_by_bounding_box(pred, cad), cad
+                 alignment: Optional[tuple[torch.Tensor, float]] = None,
+                 normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prediction, CAD model) in the voxel grid's frame, both taken in the same object frame (see the
+    module doc): the CAD model normalised (box centred, longest side 1; normalize=False: as stored),
+    the prediction moved by `alignment` ((translation, scale) as box_alignment gives; None = its own
+    box_alignment to this CAD model)."""
+    cad = normalize_to_unit_cube(cad_vertices.double()) if normalize else cad_vertices.double()
+    pred = pred_vertices.double()
+    translation, scale = alignment if alignment is not None else box_alignment(pred, cad)
+    return (pred + translation.to(pred)) * scale, cad
 
 
 def cad_iou_3d(pred_vertices: torch.Tensor, pred_faces: torch.Tensor, cad_vertices: torch.Tensor,
-               cad_faces: torch.Tensor, rotation: torch.Tensor, resolution: int = 32,
-               cad_voxels: torch.Tensor | None = None) -> float:
+               cad_faces: torch.Tensor, resolution: int = 32, cad_voxels: torch.Tensor | None = None,
+               alignment: Optional[tuple[torch.Tensor, float]] = None, normalize: bool = True) -> float:
     """3D IoU of a predicted mesh (closed: voxelised by ray crossings) and a CAD model (possibly open:
     winding numbers), see the module doc; cad_voxels: the CAD model's grid, if already computed (it
-    depends on the model and the resolution only)."""
-    pred, cad = align_to_cad(pred_vertices, cad_vertices, rotation)
+    depends on the model, the resolution and `normalize` only); alignment, normalize: see align_to_cad."""
+    pred, cad = align_to_cad(pred_vertices, cad_vertices, alignment, normalize)
     if cad_voxels is None:
         cad_voxels = voxelize_mesh(cad, cad_faces, resolution)
     return voxel_iou(voxelize_mesh(pred, pred_faces, resolution, method="ray"), cad_voxels)
