@@ -123,7 +123,10 @@ def test_outputs_match_original(fixture_path, fixture_outputs):
 
 @generator_fixture_params
 def test_deformed_template_matches_original(fixture_path, fixture_outputs, reference_path):
-    data, _, mesh_map = fixture_outputs(fixture_path)
+    # The deformation is checked on the original's own mesh map: ours matches it only to 1e-4 (float
+    # rounding in the conv stack varies with the CPU's kernels), which the offsets would carry over.
+    data, _, _ = fixture_outputs(fixture_path)
+    mesh_map = torch.from_numpy(data["mesh_map"])
     expected = torch.from_numpy(data["vertices"])
     # The original's template OBJ: same vertex order, so a direct comparison.
     ref_mesh = read_obj(reference_path("uvsphere_16rings.obj"))
