@@ -50,8 +50,8 @@ def main() -> int:
             setup_logging(args.log_level, output.path / LOG_FILE)  # only the lock holder writes into OUT
             output.remove_stale_temp_files()
             inputs = check_job_inputs(inv, cfg.segment, output)
-            if inputs.predictions is not None:
-                inv.camera_init.predictions = str(inputs.predictions)
+            if inputs.predictions is not None:  # recorded where it was found, wherever the next run starts
+                inv.camera_init.predictions = str(inputs.predictions.resolve())
             output.check_and_record_settings(to_dict(cfg), inputs.checkpoint)
             save_config(cfg, output.path / RUN_CONFIG_FILE)
             device = resolve_device(cfg.device)

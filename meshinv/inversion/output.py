@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..data.datasets import detect_kind
+from ..data.datasets import dataset_root, detect_kind
 from ..data.sample import DataError
 from ..utils.io import file_sha256, json_text, remove_stale_temp_files, save_json
 from .config import InversionAlgorithm
@@ -76,7 +76,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _short(value: object) -> str:
-    text = json.dumps(value)
+    text = json_text(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -89,9 +89,10 @@ class OutputFolder:
 
     # -- refusing folders that are not ours ----------------------------------------------------------
     def refuse_dataset(self, data_root: str | os.PathLike) -> None:
-        """Raise OutputFolderError when OUT is, or holds, a dataset: the run would write its
+        """Raise OutputFolderError when OUT is the dataset folder `data_root` (a path or a dataset
+        name), contains it, or holds another dataset: the run would write its
         config.yaml, summary.json and result folders among the dataset's own files."""
-        out, data = self.path.resolve(), Path(data_root).resolve()
+        out, data = self.path.resolve(), dataset_root(data_root).resolve()
         if out == data or out in data.parents:
             raise OutputFolderError(f"the output folder {self.path} is the dataset folder {data_root} or contains it: "
                                     "results would be written among the dataset's files; choose another --out")
