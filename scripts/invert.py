@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 from meshinv.config import ExperimentConfig
 from meshinv.data.sample import DataError

@@ -6,19 +6,31 @@ Two halves, one flat YAML section (`inversion:`):
     InversionJob        which images, from where, into which folder, what is exported and logged,
                         how many are optimised together. Changing it never changes a result.
 InversionConfig has the fields of both; `.algorithm` and `.job` give each half. The resume guard
-(meshinv/inversion/output.py) compares the algorithm, so any job key may change between runs.
+(meshinv/inversion/output.py) compares the algorithm and ignores the settings a class lists in
+`RUN_ONLY`: every job key (derived from InversionJob's fields), and the algorithm's keys that change
+how much is computed at once, not what (results agree up to float rounding).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Optional, TypeVar
 
 from ..data.preprocess import CropConfig
 from ..utils.config import ConfigError
 
 T = TypeVar("T")
+
+
+def run_only_keys(cls: type, prefix: str = "inversion.") -> set[str]:
+    """Dotted keys of the settings that the config class `cls` and the configs nested in it list in
+    `RUN_ONLY` (a name there that is a nested config covers all of it)."""
+    keys = {prefix + name for name in getattr(cls, "RUN_ONLY", ())}
+    for f in fields(cls):
+        if isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
+            keys |= run_only_keys(f.default_factory, f"{prefix}{f.name}.")
+    return keys
 
 
 def _inversion_crop() -> CropConfig:
@@ -45,6 +57,8 @@ class InversionLossConfig:
     chunk_size: int = 1 << 18        # (query, reference) pairs per tile of the nearest-neighbour search
     vgg_weights: Optional[str] = None      # default: vgg19-dcbb9e9d.pth from the pretrained folders
     allow_random_vgg: bool = False         # tests and smoke runs only: random VGG weights, logged loudly
+
+    RUN_ONLY = ("chunk_size",)  # how much is computed at once, not what
 
     def validate(self) -> None:
         for f in fields(self):
@@ -132,6 +146,8 @@ class InversionAlgorithm:
     loss: InversionLossConfig = field(default_factory=InversionLossConfig)
     camera_init: CameraInitConfig = field(default_factory=CameraInitConfig)
 
+    RUN_ONLY = ("init_batch_size", "recompute_target_features")  # how much is computed at once, not what
+
     def validate(self) -> None:
         """Raise ConfigError naming the first key (inversion.*) that no run could use."""
         size = self.crop.img_size
@@ -209,6 +225,9 @@ class InversionJob:
 class InversionConfig(InversionJob, InversionAlgorithm):
     """The `inversion:` section: the job's and the algorithm's keys side by side (users write one
     flat section); `.algorithm` and `.job` give the two halves (see the module doc)."""
+
+    # Every job key, and the algorithm's own: what the resume guard ignores.
+    RUN_ONLY = InversionAlgorithm.RUN_ONLY + tuple(f.name for f in fields(InversionJob))
 
     def validate(self) -> None:
         InversionAlgorithm.validate(self)

@@ -8,15 +8,16 @@ the resume guard. Everything that decides what may be written into OUT lives her
     OUT/<image id>/     one image's results (meshinv/inversion/results.py)
 
 The resume guard: a re-run skips finished images, so it must make results the same way. The
-settings that decide a result are the algorithm half of the inversion config (InversionAlgorithm),
-the template, and the generator checkpoint's content (sha256, so moving the file is fine); any job
-key (data, limit, image_ids, batch_size, export, tensorboard, out_dir) may change.
+settings that decide a result are the inversion section but its RUN_ONLY keys (that is, the
+algorithm half, InversionAlgorithm, less the keys that only change how much is computed at once:
+init_batch_size, loss.chunk_size, recompute_target_features), the template, and the generator
+checkpoint's content (sha256, so moving the file is fine). Any job key (data, limit, image_ids,
+batch_size, export, tensorboard, out_dir, ...) may change.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import json
@@ -30,7 +31,7 @@ from typing import Iterator, Optional
 from ..data.datasets import dataset_root, detect_kind
 from ..data.sample import DataError
 from ..utils.io import file_sha256, json_text, remove_stale_temp_files, save_json
-from .config import InversionAlgorithm
+from .config import InversionConfig, run_only_keys
 from .results import RUN_CONFIG_FILE, finished_ids, saved_run_config
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,11 @@ class OutputFolderError(RuntimeError):
 def result_settings(config: dict, checkpoint_sha256: Optional[str] = None) -> dict[str, object]:
     """The settings that decide an image's result, as {dotted key: value}, from a resolved
     experiment config (a plain dict: to_dict(cfg), or a run's saved config.yaml)."""
-    algorithm = {f.name for f in dataclasses.fields(InversionAlgorithm)}
-    inversion = {k: v for k, v in (config.get("inversion") or {}).items() if k in algorithm}
     # Through JSON, so that a tuple and a list, or a YAML and a JSON number, compare equal.
-    tree = json.loads(json_text({"inversion": inversion, "template": config.get("template") or {}}))
-    flat = _flatten(tree)
+    tree = json.loads(json_text({"inversion": config.get("inversion") or {}, "template": config.get("template") or {}}))
+    ignored = tuple(run_only_keys(InversionConfig))
+    flat = {k: v for k, v in _flatten(tree).items()
+            if not any(k == i or k.startswith(i + ".") for i in ignored)}
     if checkpoint_sha256 is not None:
         flat[_CHECKPOINT_KEY] = checkpoint_sha256
     return flat

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -29,10 +30,10 @@ from ..data.folder import FolderDataset
 from ..data.sample import DataError, Sample
 from ..data.segment import MASKRCNN_WEIGHTS, SegmentConfig
 from ..geometry.template import MeshTemplate
+from ..losses.vgg import VGG19_WEIGHTS_FILE
 from ..render.renderer import MeshRenderer
 from ..render.views import render_turntable
 from ..utils.images import to_numpy_image
-from ..losses.vgg import VGG19_WEIGHTS_FILE
 from ..utils.io import atomic_write, save_image, save_json
 from ..utils.weights import MissingWeightsError, find_weights, resolve_weights
 from .camera_init import CameraInitializer, resolve_predictions_path
@@ -376,7 +377,9 @@ class InversionRun:
         done = {k: v for k, v in self.entries.items() if v["status"] == "done"}
         failed = {k: v for k, v in self.entries.items() if v["status"] == "failed"}
         ious = [v["iou"] for v in done.values()]
-        seconds = [v["seconds"] for v in done.values() if v.get("seconds") == v.get("seconds")]
+        # (a summary on disk holds null for a time that was not measured)
+        seconds = [v["seconds"] for v in done.values() if isinstance(v.get("seconds"), float)
+                   and math.isfinite(v["seconds"])]
         summary = {
             "data": self.data_name, "checkpoint": self.job.checkpoint, "image_size": self.image_size,
             "done": len(done), "failed": len(failed),
