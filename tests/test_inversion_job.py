@@ -124,7 +124,8 @@ def test_any_per_image_failure_is_recorded_and_its_batch_mates_still_finish(tmp_
 
 def test_an_interrupt_stops_the_run_after_writing_the_summary(tmp_path):
     out = tmp_path / "out"
-    items = {"bad": DataError("/photos/bad.png: unreadable"), "stop": KeyboardInterrupt(), "later": disc_sample("later")}
+    items = {"bad": DataError("/photos/bad.png: unreadable"), "stop": KeyboardInterrupt(),
+             "later": disc_sample("later")}
     run = make_run(job_config(out, batch_size=8), items)
     with pytest.raises(KeyboardInterrupt):
         run.run(progress=False)

@@ -174,7 +174,8 @@ class InversionAlgorithm:
 
     @property
     def algorithm(self) -> "InversionAlgorithm":
-        """These settings alone (a copy; drops the job's keys of an InversionConfig)."""
+        """These settings alone (a new object sharing the nested sections; drops an InversionConfig's
+        job keys)."""
         return _project(self, InversionAlgorithm)
 
 
@@ -217,7 +218,8 @@ class InversionJob:
 
     @property
     def job(self) -> "InversionJob":
-        """These settings alone (a copy; drops the algorithm's keys of an InversionConfig)."""
+        """These settings alone (a new object sharing the nested sections; drops an InversionConfig's
+        algorithm keys)."""
         return _project(self, InversionJob)
 
 
