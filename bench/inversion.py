@@ -52,6 +52,7 @@ from meshinv.inversion.objective import InversionObjective, ObjectiveOutput  # n
 from meshinv.losses import image_point_set, latent_nll  # noqa: E402
 from meshinv.models import load_generator  # noqa: E402
 from meshinv.utils.config import load_config  # noqa: E402
+from meshinv.utils.io import save_json  # noqa: E402
 
 log = logging.getLogger("bench.inversion")
 
@@ -179,7 +180,7 @@ def main() -> None:
         results["reference"] = run_path(reference, samples[:n], cameras[:n], 1)
         same = [results["ours"]["iou"][s.image_id] for s in samples[:n]]
         results["ours_on_reference_images_mean_iou"] = sum(same) / n
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    save_json(args.out, results)
     print(json.dumps({k: v for k, v in results.items() if k not in ("ours", "reference")}, indent=2))
     for name in ("ours", "reference"):
         r = results[name]

@@ -9,50 +9,30 @@ DIR is any dataset the data layer reads: the synthetic split, a folder of images
 photos: masks come from the segmenter (cached in OUT/masks), cameras from the camera predictor
 (inversion.camera_init.predictor), classes from the z search. Outputs go to OUT/<image id>/ (see
 meshinv/inversion/results.py) and OUT/summary.json. Re-running the same command skips the images
-already done.
+already done; OUT is locked while a run writes into it (meshinv/inversion/output.py).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 from meshinv.config import ExperimentConfig
-from meshinv.data.datasets import open_dataset
-from meshinv.data.folder import FolderDataset
 from meshinv.data.sample import DataError
 from meshinv.data.segment import segment_missing
 from meshinv.geometry.template import build_template
-from meshinv.inversion import Inverter, InversionRun
-from meshinv.inversion.results import RUN_CONFIG_FILE, changed_result_settings, finished_ids, saved_run_config
+from meshinv.inversion import (
+    Inverter, InversionRun, MissingInputsError, OutputFolder, OutputFolderError, check_job_inputs,
+)
+from meshinv.inversion.output import LOG_FILE, MASK_CACHE
+from meshinv.inversion.results import RUN_CONFIG_FILE
 from meshinv.models import load_generator
 from meshinv.models.camera import load_camera_predictor
-from meshinv.utils.config import parse_cli, save_config, to_dict
+from meshinv.utils.config import ConfigError, parse_cli, save_config, to_dict
 from meshinv.utils.device import resolve_device
 from meshinv.utils.logging import setup_logging
-from meshinv.utils.weights import MissingWeightsError
 
 log = logging.getLogger("invert")
-
-
-def open_images(cfg: ExperimentConfig, out: Path, device):
-    """The dataset to invert; with automatic masks, images without one are segmented first."""
-    inv = cfg.inversion
-    if not (inv.images or inv.auto_masks):
-        return open_dataset(inv.data, inv.crop, split=inv.split, **inv.data_options)
-    mask_cache = out / "masks"
-    dataset = FolderDataset(inv.images or inv.data, inv.crop, mask_dirs=[mask_cache])
-    segment_missing(dataset, mask_cache, cfg.segment, device)
-    return dataset
-
-
-def settings_changed_since_last_run(cfg: ExperimentConfig, out: Path) -> list[str]:
-    """Result-changing settings that differ from those of the finished images already in `out`."""
-    previous = saved_run_config(out)
-    if previous is None or not finished_ids(out):
-        return []
-    return changed_result_settings(previous, to_dict(cfg))
 
 
 def main() -> int:
@@ -60,30 +40,31 @@ def main() -> int:
                           shortcuts={"--data": "inversion.data", "--images": "inversion.images",
                                      "--out": "inversion.out_dir", "--checkpoint": "inversion.checkpoint"})
     inv = cfg.inversion
-    out = Path(inv.out_dir)
-    setup_logging(args.log_level, out / "log.txt")
-    changed = settings_changed_since_last_run(cfg, out)
-    if changed:
-        log.error("%s already holds results made with other settings (%s, against %s): re-running would skip "
-                  "them and mix the two. Use a new --out, or delete the folder to redo it.", out,
-                  ", ".join(changed), out / RUN_CONFIG_FILE)
-        return 1
-    save_config(cfg, out / RUN_CONFIG_FILE)
-    device = resolve_device(cfg.device)
+    setup_logging(args.log_level)
+    output = OutputFolder(inv.out_dir)
     try:
-        dataset = open_images(cfg, out, device)
-        camera_predictor = (load_camera_predictor(inv.camera_init.predictor, device).eval()
-                            if inv.camera_init.predictor else None)
-    except (DataError, MissingWeightsError, FileNotFoundError) as err:
+        inv.validate()
+        output.refuse_dataset(inv.data_root)
+        with output.locked():
+            setup_logging(args.log_level, output.path / LOG_FILE)  # only the lock holder writes into OUT
+            output.remove_stale_temp_files()
+            inputs = check_job_inputs(inv, cfg.segment, output)
+            if inputs.predictions is not None:  # recorded where it was found, wherever the next run starts
+                inv.camera_init.predictions = str(inputs.predictions.resolve())
+            output.check_and_record_settings(to_dict(cfg), inputs.checkpoint)
+            save_config(cfg, output.path / RUN_CONFIG_FILE)
+            device = resolve_device(cfg.device)
+            if inputs.without_masks and inputs.can_segment:
+                segment_missing(inputs.dataset, output.path / MASK_CACHE, cfg.segment, device)
+            camera_predictor = (load_camera_predictor(inv.camera_init.predictor, device).eval()
+                                if inv.camera_init.predictor else None)
+            inverter = Inverter(load_generator(inputs.checkpoint, device), build_template(cfg.template), inv, device)
+            summary = InversionRun(inverter, inputs.dataset, inv, camera_predictor, output).run()
+    except (ConfigError, OutputFolderError, MissingInputsError, DataError) as err:
         log.error("%s", err)
         return 1
-    generator = load_generator(inv.checkpoint, device)
-    template = build_template(cfg.template)
-    inverter = Inverter(generator, template, inv, device)
-    summary = InversionRun(inverter, dataset, out, camera_predictor=camera_predictor,
-                           checkpoint=str(inv.checkpoint)).run()
-    print(f"{summary['done']} images reconstructed, {summary['failed']} failed; meshes and renders in {out}/<image id>/, "
-          f"summary in {out / 'summary.json'}")
+    print(f"{summary['done']} images reconstructed, {summary['failed']} failed; meshes and renders in "
+          f"{output.path}/<image id>/, summary in {output.path / 'summary.json'}")
     return 0 if summary["done"] or not summary["failed"] else 1
 
 

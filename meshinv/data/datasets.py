@@ -48,6 +48,15 @@ def datasets_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "datasets"
 
 
+def dataset_root(root_or_name: str | os.PathLike) -> Path:
+    """The folder a dataset argument names: a path, or one of the names synthetic, cub, p3d (a folder
+    of datasets_dir()) when no such path exists."""
+    root = Path(root_or_name)
+    if str(root_or_name) in _NAMES and not root.exists():
+        return datasets_dir() / str(root_or_name)
+    return root
+
+
 def _split_folder(root: Path, split: Optional[str], marker: str) -> Optional[Path]:
     """ROOT/<split> if it holds `marker`, else ROOT if it does, else None."""
     if split and (root / split / marker).is_dir():
@@ -101,9 +110,8 @@ def open_dataset(root_or_name: str | os.PathLike, crop: Optional[CropConfig] = N
     options go to the dataset class: cub: use_predicted_mask, predicted_mask_dir, seed; p3d: subset,
     class_mode, category, seed; folder: require_camera, require_class. An unknown option is an error.
     """
-    root = Path(root_or_name)
-    if str(root_or_name) in _NAMES and not root.exists():
-        root = datasets_dir() / str(root_or_name)
+    root = dataset_root(root_or_name)
+    if root != Path(root_or_name):
         kind = kind or str(root_or_name)
     if kind is not None and kind not in DATASET_KINDS:
         raise DataError(f"unknown dataset kind {kind!r} (kinds: {', '.join(DATASET_KINDS)})")

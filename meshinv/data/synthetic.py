@@ -38,7 +38,7 @@ from ..geometry.camera import (
 )
 from ..geometry.template import MeshTemplate, TemplateConfig, build_template
 from ..render.renderer import MeshRenderer
-from ..utils.io import save_image, save_json, save_npz
+from ..utils.io import json_text, save_image, save_json, save_npz
 from .folder import FolderDataset, read_image
 from .preprocess import CropConfig, bbox_from_mask, crop_square, resize_square
 from .sample import DataError, PixelCamera, Sample
@@ -280,7 +280,7 @@ def write_sample(root: Path, stem: str, sample: SyntheticSample, image_format: s
     save_npz(root / "gt" / f"{stem}.npz", class_id=sample.class_id, camera_ndc=sample.camera_ndc.numpy(),
              vertices=sample.vertices.numpy(), deformation_map=sample.deformation_map.numpy(),
              full_mask=sample.full_mask, occluded=sample.occluded, bbox=np.asarray(annotation["bbox"]),
-             annotation=json.dumps(annotation))
+             annotation=json_text(annotation))
     return annotation
 
 

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..training.frechet import frechet_distance
-from ..utils.io import atomic_write
+from ..utils.io import atomic_write, json_text
 from ..utils.weights import MissingWeightsError, find_weights
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ class FIDStatistics:
         with atomic_write(path, "wb") as f:
             np.savez_compressed(f, stats_m=self.mu, stats_s=np.tril(self.sigma).astype(np.float32),
                                 num_images=np.int64(self.num_images), resolution=np.int64(self.resolution),
-                                info=np.array(json.dumps(self.info, sort_keys=True)))
+                                info=np.array(json_text(self.info, sort_keys=True)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FIDStatistics":

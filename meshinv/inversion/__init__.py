@@ -1,22 +1,28 @@
 """Inversion: find the latent code and camera whose rendering best explains an image (SPEC section 6).
 
-    config      InversionConfig (schedule, loss weights, z selection, camera start, exports)
+    config      InversionAlgorithm (what decides a result: schedule, losses, z selection, camera start),
+                InversionJob (which images, output folder, exports), InversionConfig (both: the YAML section)
     objective   InversionObjective: render and score against prepared targets, per image
     engine      Inverter / invert(): z selection and the 4-stage optimisation of a batch of images
     camera_init starting cameras: predictions file, dataset camera, perturbed dataset camera
-    run         InversionRun: the resumable batch job behind scripts/invert.py
+    run         InversionRun: the resumable batch job behind scripts/invert.py; check_job_inputs
+    output      OutputFolder: the job's folder (lock, safe result folders, the resume guard)
     results     the on-disk result format (InversionRecord)
 """
 
 from .camera_init import CameraInitializer, perturb_camera
-from .config import CameraInitConfig, ExportConfig, InversionConfig, InversionLossConfig
-from .engine import BatchResult, Inverter, invert
+from .config import (
+    CameraInitConfig, ExportConfig, InversionAlgorithm, InversionConfig, InversionJob, InversionLossConfig,
+)
+from .engine import BatchResult, Inverter, camera_problem, invert
 from .objective import InversionObjective, InversionTargets, mask_iou
+from .output import OutputFolder, OutputFolderError
 from .results import InversionRecord, finished_ids, iter_records, load_record
-from .run import InversionRun
+from .run import InversionRun, MissingInputsError, check_job_inputs
 
 __all__ = [
-    "CameraInitializer", "perturb_camera", "CameraInitConfig", "ExportConfig",
-    "InversionConfig", "InversionLossConfig", "BatchResult", "Inverter", "invert", "InversionObjective",
-    "InversionTargets", "mask_iou", "InversionRecord", "finished_ids", "iter_records", "load_record", "InversionRun",
+    "CameraInitializer", "perturb_camera", "CameraInitConfig", "ExportConfig", "InversionAlgorithm",
+    "InversionConfig", "InversionJob", "InversionLossConfig", "BatchResult", "Inverter", "camera_problem", "invert",
+    "InversionObjective", "InversionTargets", "mask_iou", "OutputFolder", "OutputFolderError", "InversionRecord",
+    "finished_ids", "iter_records", "load_record", "InversionRun", "MissingInputsError", "check_job_inputs",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import zlib
 from pathlib import Path
 
@@ -19,6 +20,21 @@ from ..geometry.camera import quaternion_multiply
 from .config import CameraInitConfig
 
 log = logging.getLogger(__name__)
+
+
+def resolve_predictions_path(path: str | os.PathLike, data_root: str | os.PathLike) -> Path:
+    """Where inversion.camera_init.predictions is: an absolute path as it is; a relative one in the
+    working directory when it is there, else in the data folder, so that a config can name the file
+    inside its dataset (configs/cub.yaml: cache/cmr_pred_cam.pth) and it follows --data. Raises
+    DataError naming every place looked at."""
+    path = Path(path)
+    candidates = [path] if path.is_absolute() else [path, Path(data_root) / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = " and ".join(str(c.resolve()) for c in candidates)
+    raise DataError(f"inversion.camera_init.predictions: {path} not found (looked at {looked}; "
+                    "scripts/predict_cameras.py writes such a file)")
 
 
 def _random_unit_vector(generator: torch.Generator, size: int) -> torch.Tensor:

@@ -1,11 +1,36 @@
-"""The inversion section of an experiment config (SPEC sections 6 and 7; defaults are the paper's)."""
+"""The inversion section of an experiment config (SPEC sections 6 and 7; defaults are the paper's).
+
+Two halves, one flat YAML section (`inversion:`):
+    InversionAlgorithm  what decides an image's result: crop, z search, schedule, losses, seed,
+                        starting camera. The engine (Inverter) sees only this.
+    InversionJob        which images, from where, into which folder, what is exported and logged,
+                        how many are optimised together. Changing it never changes a result.
+InversionConfig has the fields of both; `.algorithm` and `.job` give each half. The resume guard
+(meshinv/inversion/output.py) compares the algorithm and ignores the settings a class lists in
+`RUN_ONLY`: every job key (derived from InversionJob's fields), and the algorithm's keys that change
+how much is computed at once, not what (results agree up to float rounding).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Optional, TypeVar
 
 from ..data.preprocess import CropConfig
+from ..utils.config import ConfigError
+
+T = TypeVar("T")
+
+
+def run_only_keys(cls: type, prefix: str = "inversion.") -> set[str]:
+    """Dotted keys of the settings that the config class `cls` and the configs nested in it list in
+    `RUN_ONLY` (a name there that is a nested config covers all of it)."""
+    keys = {prefix + name for name in getattr(cls, "RUN_ONLY", ())}
+    for f in fields(cls):
+        if isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
+            keys |= run_only_keys(f.default_factory, f"{prefix}{f.name}.")
+    return keys
 
 
 def _inversion_crop() -> CropConfig:
@@ -33,6 +58,17 @@ class InversionLossConfig:
     vgg_weights: Optional[str] = None      # default: vgg19-dcbb9e9d.pth from the pretrained folders
     allow_random_vgg: bool = False         # tests and smoke runs only: random VGG weights, logged loudly
 
+    RUN_ONLY = ("chunk_size",)  # how much is computed at once, not what
+
+    def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"inversion.loss.{f.name} must be a finite number >= 0, got {value!r}")
+        if self.subsample_points is not None:
+            _at_least(1, "inversion.loss.subsample_points", self.subsample_points)
+        _at_least(1, "inversion.loss.chunk_size", self.chunk_size)
+
 
 @dataclass
 class CameraInitConfig:
@@ -50,6 +86,15 @@ class CameraInitConfig:
     noise_translation: float = 0.0
     noise_scale: float = 0.0
 
+    def validate(self) -> None:
+        for key in ("min_prediction_iou", "noise_rotation_deg", "noise_translation", "noise_scale"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"inversion.camera_init.{key} must be a finite number >= 0, got {value!r}")
+        if self.noise_scale >= 1:
+            raise ConfigError(f"inversion.camera_init.noise_scale must be < 1 (a scale change of that fraction), "
+                              f"got {self.noise_scale!r}")
+
 
 @dataclass
 class ExportConfig:
@@ -60,24 +105,32 @@ class ExportConfig:
     turntable_size: int = 128
     turntable_ms_per_frame: int = 80
 
+    def validate(self) -> None:
+        _at_least(0, "inversion.export.turntable_frames", self.turntable_frames)
+        _at_least(1, "inversion.export.turntable_size", self.turntable_size)
+        _at_least(1, "inversion.export.turntable_ms_per_frame", self.turntable_ms_per_frame)
+
+
+def _project(config, cls: type[T]) -> T:
+    return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+
+def _at_least(minimum: float, key: str, value: float) -> None:
+    if not value >= minimum:  # also refuses NaN
+        raise ConfigError(f"{key} must be >= {minimum}, got {value!r}")
+
+
+def _positive_finite(key: str, values) -> None:
+    for i, value in enumerate(values):
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{key}[{i}] must be a finite number > 0, got {value!r}")
+
 
 @dataclass
-class InversionConfig:
-    """scripts/invert.py: reconstruct every image of a dataset with a pretrained prior."""
+class InversionAlgorithm:
+    """What decides an image's result (the engine's whole configuration)."""
 
-    checkpoint: str = "pretrained/synthetic_prior_ours.pt"
-    data: str = "datasets/synthetic/test"
-    # A folder of raw photos (directly inside, or in images/): masks are segmented automatically
-    # (the `segment` section) where none is given, and cached in OUT/masks. Overrides `data`.
-    images: Optional[str] = None
-    auto_masks: bool = False                 # segment images of `data` that have no mask, too
-    split: Optional[str] = None              # dataset split (None: the dataset kind's default, test / val)
-    data_options: dict = field(default_factory=dict)  # passed to the dataset, e.g. {use_predicted_mask: true}
-    out_dir: str = "outputs/inversion"
-    limit: Optional[int] = None              # only the first N images of the dataset
-    image_ids: list[str] = field(default_factory=list)   # only these images (empty = all)
     crop: CropConfig = field(default_factory=_inversion_crop)   # img_size is the working resolution
-    batch_size: int = 8                      # images optimised together (independent per image)
     seed: int = 1234                         # with the image id, seeds each image's z candidates
     select_num: int = 500                    # random z scored to pick the start
     init_batch_size: int = 100               # candidates scored per forward pass (all images together)
@@ -92,15 +145,92 @@ class InversionConfig:
     recompute_target_features: bool = False
     loss: InversionLossConfig = field(default_factory=InversionLossConfig)
     camera_init: CameraInitConfig = field(default_factory=CameraInitConfig)
+
+    RUN_ONLY = ("init_batch_size", "recompute_target_features")  # how much is computed at once, not what
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first key (inversion.*) that no run could use."""
+        size = self.crop.img_size
+        if size < 4 or size % 4:
+            raise ConfigError(f"inversion.crop.img_size must be a positive multiple of 4 (VGG cells), got {size}")
+        _at_least(1, "inversion.select_num", self.select_num)
+        _at_least(1, "inversion.init_batch_size", self.init_batch_size)
+        _at_least(0, "inversion.warm_up", self.warm_up)
+        if not self.iterations:
+            raise ConfigError("inversion.iterations must list at least one stage, got []")
+        for i, count in enumerate(self.iterations):
+            _at_least(1, f"inversion.iterations[{i}]", count)
+        stages = len(self.iterations)
+        if len(self.z_lrs) != stages or len(self.camera_lrs) != stages:
+            raise ConfigError(f"inversion.iterations, inversion.z_lrs and inversion.camera_lrs need one entry per "
+                              f"stage (got {stages}, {len(self.z_lrs)}, {len(self.camera_lrs)})")
+        _positive_finite("inversion.z_lrs", self.z_lrs)
+        _positive_finite("inversion.camera_lrs", self.camera_lrs)
+        for i, beta in enumerate(self.betas):
+            if not 0 <= beta < 1:
+                raise ConfigError(f"inversion.betas[{i}] must be in [0, 1), got {beta!r}")
+        self.loss.validate()
+        self.camera_init.validate()
+
+    @property
+    def algorithm(self) -> "InversionAlgorithm":
+        """These settings alone (a new object sharing the nested sections; drops an InversionConfig's
+        job keys)."""
+        return _project(self, InversionAlgorithm)
+
+
+@dataclass
+class InversionJob:
+    """Which images are inverted, from where, into which folder, and what is written besides the
+    results (scripts/invert.py). None of it changes an image's result."""
+
+    checkpoint: str = "pretrained/synthetic_prior_ours.pt"
+    data: str = "datasets/synthetic/test"
+    # A folder of raw photos (directly inside, or in images/): masks are segmented automatically
+    # (the `segment` section) where none is given, and cached in OUT/masks. Overrides `data`.
+    images: Optional[str] = None
+    auto_masks: bool = False                 # segment images of `data` that have no mask, too
+    split: Optional[str] = None              # dataset split (None: the dataset kind's default, test / val)
+    data_options: dict = field(default_factory=dict)  # passed to the dataset, e.g. {use_predicted_mask: true}
+    out_dir: str = "outputs/inversion"
+    limit: Optional[int] = None              # only the first N images of the dataset
+    image_ids: list[str] = field(default_factory=list)   # only these images (empty = all)
+    batch_size: int = 8                      # images optimised together (each independent of the others)
     export: ExportConfig = field(default_factory=ExportConfig)
     tensorboard: bool = False                # per-image loss curves under OUT/tensorboard
 
+    @property
+    def data_root(self) -> str:
+        """What is inverted: `images` (raw photos) overrides `data`."""
+        return self.images or self.data
+
     def validate(self) -> None:
-        stages = len(self.iterations)
-        if len(self.z_lrs) != stages or len(self.camera_lrs) != stages:
-            raise ValueError(f"inversion: iterations, z_lrs and camera_lrs need one entry per stage "
-                             f"(got {stages}, {len(self.z_lrs)}, {len(self.camera_lrs)})")
-        if self.crop.img_size % 4:
-            raise ValueError(f"inversion.crop.img_size must be a multiple of 4 (VGG cells), got {self.crop.img_size}")
-        if self.batch_size < 1 or self.select_num < 1 or self.init_batch_size < 1:
-            raise ValueError("inversion: batch_size, select_num and init_batch_size must be >= 1")
+        """Raise ConfigError naming the first key (inversion.*) that no run could use."""
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError(f"inversion.limit must be >= 0 or null, got {self.limit}")
+        _at_least(1, "inversion.batch_size", self.batch_size)
+        for key in ("checkpoint", "out_dir"):
+            if not getattr(self, key):
+                raise ConfigError(f"inversion.{key} must not be empty")
+        if not (self.images or self.data):
+            raise ConfigError("inversion.data (or inversion.images) must not be empty")
+        self.export.validate()
+
+    @property
+    def job(self) -> "InversionJob":
+        """These settings alone (a new object sharing the nested sections; drops an InversionConfig's
+        algorithm keys)."""
+        return _project(self, InversionJob)
+
+
+@dataclass
+class InversionConfig(InversionJob, InversionAlgorithm):
+    """The `inversion:` section: the job's and the algorithm's keys side by side (users write one
+    flat section); `.algorithm` and `.job` give the two halves (see the module doc)."""
+
+    # Every job key, and the algorithm's own: what the resume guard ignores.
+    RUN_ONLY = InversionAlgorithm.RUN_ONLY + tuple(f.name for f in fields(InversionJob))
+
+    def validate(self) -> None:
+        InversionAlgorithm.validate(self)
+        InversionJob.validate(self)

@@ -9,6 +9,7 @@ rounding); the z candidates come from `seed` alone, so they do not depend on the
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -21,7 +22,7 @@ from ..geometry.template import MeshTemplate
 from ..losses import VGGFeatures
 from ..models.generator import ConvMeshGenerator
 from ..render.renderer import MeshRenderer
-from .config import InversionConfig
+from .config import InversionAlgorithm
 from .objective import InversionObjective, InversionTargets, ObjectiveOutput, mask_iou
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,28 @@ class BatchResult:
     seconds: float               # wall time of the whole batch
     history: list[dict[str, list[float]]] = field(default_factory=list)  # per image: term -> per-step values
 
+    def non_finite(self, i: int) -> Optional[str]:
+        """Why image i's result is unusable (the outputs holding NaN or infinities), or None."""
+        tensors = {"z": self.z, "camera": self.camera, "texture": self.texture, "vertices": self.vertices}
+        bad = [name for name, t in tensors.items() if not torch.isfinite(t[i]).all()]
+        bad += [f"loss {name}" for name, v in self.losses[i].items() if not math.isfinite(v)]
+        bad += ["iou"] if not math.isfinite(float(self.iou[i])) else []
+        return f"the optimisation diverged: non-finite {', '.join(bad)}" if bad else None
+
+
+def camera_problem(camera: torch.Tensor) -> Optional[str]:
+    """Why a starting camera (7,) cannot be used, or None: NaN or infinite values, a scale that is
+    not positive, or a quaternion too short to normalise."""
+    if camera.shape != (7,):
+        return f"the camera has shape {tuple(camera.shape)}, expected (7,)"
+    if not torch.isfinite(camera).all():
+        return f"the camera has NaN or infinite values: {camera.tolist()}"
+    if camera[0] <= 0:
+        return f"the camera scale is not positive: {float(camera[0])}"
+    if camera[3:].norm() < 1e-6:
+        return f"the camera quaternion is (nearly) zero: {camera[3:].tolist()}"
+    return None
+
 
 class Inverter:
     """Reconstructs batches of images with a pretrained generator (see `invert` for the one-call form).
@@ -53,14 +76,15 @@ class Inverter:
     Args:
         generator: the prior (eval mode; its weights are never changed).
         template: the mesh it deforms.
-        cfg: the inversion config (schedule, losses, z selection).
+        cfg: the algorithm (schedule, losses, z selection; an InversionConfig's job keys are dropped).
         device: where to run.
         vgg: VGG-19 features for the feature-level texture loss; built from cfg.loss when None and
             the term is on.
     """
 
-    def __init__(self, generator: ConvMeshGenerator, template: MeshTemplate, cfg: InversionConfig,
+    def __init__(self, generator: ConvMeshGenerator, template: MeshTemplate, cfg: InversionAlgorithm,
                  device: torch.device | str = "cpu", vgg: Optional[VGGFeatures] = None):
+        cfg = cfg.algorithm
         cfg.validate()
         self.device = torch.device(device)
         self.generator = generator.to(self.device).eval()
@@ -155,7 +179,11 @@ class Inverter:
                progress: bool = False) -> BatchResult:
         """Reconstruct a batch: images (B, 3, S, S) in [-1, 1], masks (B, 1, S, S), initial cameras
         (B, 7) in the crops' NDC, class ids (B,) (-1 = unknown: chosen by the z search), and image ids
-        (for messages)."""
+        (for messages). Raises ValueError naming the images whose camera cannot be used."""
+        problems = [f"{image_id}: {problem}" for image_id, camera in zip(image_ids, cameras.detach().cpu())
+                    if (problem := camera_problem(camera)) is not None]
+        if problems:
+            raise ValueError("unusable starting cameras: " + "; ".join(problems))
         start_time = time.perf_counter()
         images, masks = images.to(self.device, self.dtype), masks.to(self.device)
         cameras = cameras.to(self.device, self.dtype)
@@ -205,7 +233,7 @@ class Inverter:
 
 
 def invert(generator: ConvMeshGenerator, template: MeshTemplate, images: torch.Tensor, masks: torch.Tensor,
-           cameras: torch.Tensor, class_ids: torch.Tensor, image_ids: list[str], cfg: InversionConfig,
+           cameras: torch.Tensor, class_ids: torch.Tensor, image_ids: list[str], cfg: InversionAlgorithm,
            device: torch.device | str = "cpu", vgg: Optional[VGGFeatures] = None) -> BatchResult:
     """One-call inversion of a batch of images; see Inverter.invert for the arguments."""
     return Inverter(generator, template, cfg, device, vgg).invert(images, masks, cameras, class_ids, image_ids)

@@ -1,7 +1,7 @@
 """What an inversion run leaves on disk, and how to read it back.
 
-    OUT/summary.json              the run: config, checkpoint, per-image status (done / failed with
-                                  its reason), mean IoU, seconds per image
+    OUT/summary.json              every image with a result or a failure in OUT: status (done / failed
+                                  with its reason), IoU, loss; mean IoU, seconds per image
     OUT/<image id>/result.pt      an InversionRecord (below), written last: its presence means done
                    input.png      the cropped input image the inversion saw
                    target_mask.png  its target mask (what the losses and the IoU used)
@@ -11,7 +11,8 @@
                    turntable.gif  the mesh turned about its vertical axis
 
 Every file is written atomically, so a killed run leaves complete files only, and the per-image
-folders of finished images are never touched again by a re-run.
+folders of finished images are never touched again by a re-run. The folder as a whole (lock, resume
+guard, which names a result folder may have) is meshinv/inversion/output.py's.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class InversionRecord:
     init_loss     total loss of the chosen initial z
     seconds       wall time spent on this image (its share of its batch)
     source        path of the original image
+    camera_source where camera_init came from: predictor, predictions, dataset or dataset+noise
     """
 
     image_id: str
@@ -64,6 +66,7 @@ class InversionRecord:
     init_loss: float = float("nan")
     seconds: float = float("nan")
     source: str = ""
+    camera_source: str = ""
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -116,29 +119,3 @@ def saved_run_config(out_dir: str | os.PathLike) -> Optional[dict]:
         return None
     with open(path) as f:
         return yaml.safe_load(f) or {}
-
-
-# Settings that decide which images a run covers or how it is logged, not what an image's result is.
-_RUN_ONLY_SETTINGS = {"inversion.limit", "inversion.image_ids", "inversion.out_dir", "inversion.tensorboard",
-                      "inversion.batch_size"}
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def changed_result_settings(previous: dict, current: dict, sections=("inversion", "template")) -> list[str]:
-    """The settings (dotted keys) in `sections` of two resolved configs that differ and change what
-    an image's result is: a resumed run that skips finished images must not mix them."""
-    old = _flatten({k: previous.get(k) or {} for k in sections})
-    new = _flatten({k: current.get(k) or {} for k in sections})
-    return sorted(key for key in old.keys() | new.keys()
-                  if key not in _RUN_ONLY_SETTINGS and old.get(key) != new.get(key))
-

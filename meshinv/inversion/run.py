@@ -1,13 +1,20 @@
 """The batch job behind scripts/invert.py: every image of a dataset, B at a time, resumable.
 
 Finished images (OUT/<id>/result.pt present) are skipped, so re-running a killed job loses at most
-the batch in flight. An image that cannot be used (unreadable, no or empty mask, no camera) is
-recorded in OUT/summary.json with its reason and the job goes on; failures are retried on a re-run.
+the batch in flight. Any failure of one image (unreadable, too large, no or empty mask, no usable
+camera, an id that cannot name a folder, an error in its optimisation, a result that is not finite)
+is recorded in OUT/summary.json with its reason and the job goes on; failures are retried on a
+re-run. When a batch fails, its images are retried one by one, so one bad image does not fail its
+batch-mates. A failure that belongs to no one image (an interrupt, a write into OUT that fails)
+stops the job, after writing the summary. summary.json accounts for every result in OUT and every
+recorded failure, not only this run's images.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -18,20 +25,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..data.datasets import dataset_root, open_dataset
+from ..data.folder import FolderDataset
 from ..data.sample import DataError, Sample
+from ..data.segment import MASKRCNN_WEIGHTS, SegmentConfig
 from ..geometry.template import MeshTemplate
+from ..losses.vgg import VGG19_WEIGHTS_FILE
 from ..render.renderer import MeshRenderer
 from ..render.views import render_turntable
 from ..utils.images import to_numpy_image
 from ..utils.io import atomic_write, save_image, save_json
-from .camera_init import CameraInitializer
-from .config import InversionConfig
-from .engine import BatchResult, Inverter
-from .results import RESULT_FILE, InversionRecord, finished_ids, load_record
+from ..utils.weights import MissingWeightsError, find_weights, resolve_weights
+from .camera_init import CameraInitializer, resolve_predictions_path
+from .config import ExportConfig, InversionConfig, InversionJob
+from .engine import BatchResult, Inverter, camera_problem
+from .output import MASK_CACHE, SUMMARY_FILE, TENSORBOARD, OutputFolder
+from .results import RESULT_FILE, InversionRecord, load_record
 
 log = logging.getLogger(__name__)
-
-SUMMARY_FILE = "summary.json"
 
 
 class ImageDataset(Protocol):
@@ -69,10 +80,10 @@ def overlay(render: torch.Tensor, render_mask: torch.Tensor, image: torch.Tensor
 class ResultWriter:
     """Writes one image's outputs into OUT/<id>/, result.pt last."""
 
-    def __init__(self, template: MeshTemplate, cfg: InversionConfig):
+    def __init__(self, template: MeshTemplate, export: ExportConfig):
         self.template = template
-        self.cfg = cfg
-        self.turntable_renderer = MeshRenderer(cfg.export.turntable_size)
+        self.export = export
+        self.turntable_renderer = MeshRenderer(export.turntable_size)
 
     def write(self, folder: Path, record: InversionRecord, prepared: PreparedSample, render: torch.Tensor,
               render_mask: torch.Tensor) -> None:
@@ -81,7 +92,7 @@ class ResultWriter:
         save_image(folder / "target_mask.png", to_numpy_image(sample.mask * 2 - 1))
         save_image(folder / "render.png", to_numpy_image(overlay(render, render_mask, sample.image)))
         save_image(folder / "pred_mask.png", to_numpy_image(render_mask * 2 - 1))
-        export = self.cfg.export
+        export = self.export
         if export.mesh:
             self.template.export(folder / "mesh.obj", record.vertices, record.texture)
         if export.turntable_frames > 0:
@@ -93,41 +104,130 @@ class ResultWriter:
         record.save(folder / RESULT_FILE)
 
 
+class MissingInputsError(FileNotFoundError):
+    """What a job needs and does not have, every piece at once (raised before any work)."""
+
+
+@dataclass
+class JobInputs:
+    """What check_job_inputs found: the dataset and the files the job will use."""
+
+    dataset: ImageDataset
+    checkpoint: Path                     # the generator checkpoint
+    predictions: Optional[Path]          # inversion.camera_init.predictions, resolved
+    without_masks: list[str]             # ids of photos that need automatic masks
+    can_segment: bool                    # whether the segmenter's weights are there
+
+
+def open_job_dataset(inv: InversionJob, crop, out: OutputFolder) -> ImageDataset:
+    """The dataset to invert. Raw photos (inversion.images, or auto_masks) are read as a folder whose
+    missing masks come from OUT/masks (meshinv.data.segment.segment_missing fills it)."""
+    if not (inv.images or inv.auto_masks):
+        return open_dataset(inv.data, crop, split=inv.split, **inv.data_options)
+    return FolderDataset(inv.data_root, crop, mask_dirs=[out.path / MASK_CACHE])
+
+
+def _segmenter_weights(segment: SegmentConfig) -> Optional[str]:
+    if segment.allow_random_weights:
+        return None
+    if segment.backend == "pointrend":
+        return segment.pointrend_weights or "segment.pointrend_weights (not set)"
+    return segment.weights or MASKRCNN_WEIGHTS
+
+
+def check_job_inputs(inv: InversionConfig, segment: SegmentConfig, out: OutputFolder) -> JobInputs:
+    """Everything the job needs, checked before any expensive work: the dataset, the generator
+    checkpoint, VGG-19 weights (when the feature loss is on), the camera predictor or predictions
+    file, and the segmenter's weights when photos lack masks. Raises MissingInputsError listing
+    every missing piece. Photos without masks when the segmenter is missing are not an error while
+    other photos have masks: those go through, the others are reported per photo."""
+    missing: list[str] = []
+
+    def look(check, *args):
+        try:
+            return check(*args)
+        except (MissingWeightsError, DataError, FileNotFoundError) as err:
+            missing.append(str(err))
+            return None
+
+    dataset = look(open_job_dataset, inv, inv.crop, out)
+    checkpoint = look(resolve_weights, inv.checkpoint, "generator checkpoint (inversion.checkpoint)")
+    loss = inv.loss
+    if loss.feature_weight > 0 and not loss.allow_random_vgg:
+        look(find_weights, loss.vgg_weights or VGG19_WEIGHTS_FILE,
+             "VGG-19 weights for the feature loss (inversion.loss.feature_weight > 0; 0 turns the loss off)")
+    if inv.camera_init.predictor:
+        look(resolve_weights, inv.camera_init.predictor, "camera predictor (inversion.camera_init.predictor)")
+    predictions = None
+    if inv.camera_init.predictions:
+        predictions = look(resolve_predictions_path, inv.camera_init.predictions, dataset_root(inv.data_root))
+    without_masks: list[str] = []
+    can_segment = True
+    if isinstance(dataset, FolderDataset) and (inv.images or inv.auto_masks):
+        for path in dataset.image_paths:
+            try:
+                dataset.mask_path(path.stem)
+            except DataError:
+                without_masks.append(path.stem)
+        weights = _segmenter_weights(segment) if without_masks else None
+        if weights is not None:
+            try:
+                resolve_weights(weights, f"{segment.backend} weights for automatic masks (segment section)")
+            except MissingWeightsError as err:
+                can_segment = False
+                if len(without_masks) == len(dataset.image_paths):
+                    missing.append(f"{err}\n(none of the {len(without_masks)} photos has a mask of its own in "
+                                   f"{dataset.root / 'masks'})")
+                else:
+                    log.warning("%d of %d photos have no mask and the segmenter's weights are missing: they will "
+                                "be reported as failed, the others inverted (%s)", len(without_masks),
+                                len(dataset.image_paths), err)
+    if missing:
+        raise MissingInputsError("this run cannot start; missing:\n- " + "\n- ".join(missing))
+    return JobInputs(dataset, checkpoint, predictions, without_masks, can_segment)
+
+
+def _reason(err: BaseException) -> str:
+    # Our errors name the input; for anything else the exception's type says what kind of failure.
+    if isinstance(err, DataError):
+        return str(err)
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
 class InversionRun:
-    """Inverts the images of a dataset into OUT; see the module doc.
+    """Inverts the images of a dataset into the job's output folder; see the module doc.
 
     Args:
-        inverter: the engine (generator, template, config, device).
+        inverter: the engine (generator, template, algorithm, device).
         dataset: yields Samples cropped at the inversion's working resolution.
-        out_dir: OUT.
+        job: which images (limit, image_ids), batch size, exports, out_dir, checkpoint (recorded).
         camera_predictor: optional, used for every image when given (before the other sources).
-        checkpoint: recorded in the summary.
+        output: the OutputFolder of job.out_dir when the caller holds its lock already.
     """
 
-    def __init__(self, inverter: Inverter, dataset: ImageDataset, out_dir: str | os.PathLike,
-                 camera_predictor: Optional[CameraPredictor] = None, checkpoint: str = ""):
+    def __init__(self, inverter: Inverter, dataset: ImageDataset, job: InversionJob,
+                 camera_predictor: Optional[CameraPredictor] = None, output: Optional[OutputFolder] = None):
         self.inverter = inverter
-        self.cfg = inverter.cfg
+        self.job = job.job
+        self.image_size = inverter.cfg.crop.img_size
         self.dataset = dataset
-        self.out_dir = Path(out_dir)
+        self.output = output or OutputFolder(job.out_dir)
         self.camera_predictor = camera_predictor
-        self.camera_init = CameraInitializer(self.cfg.camera_init, self.cfg.seed)
-        self.writer = ResultWriter(inverter.template, self.cfg)
-        self.checkpoint = checkpoint
+        self.camera_init = CameraInitializer(inverter.cfg.camera_init, inverter.cfg.seed)
+        self.writer = ResultWriter(inverter.template, self.job.export)
         self.entries: dict[str, dict] = {}
         self.tensorboard = None
-        # What was inverted: `images` (raw photos) overrides `data` in the config.
-        self.data_name = str(getattr(dataset, "root", self.cfg.images or self.cfg.data))
+        self.data_name = str(getattr(dataset, "root", self.job.data_root))
 
     # -- which images --------------------------------------------------------------------------------
     def selected_indices(self) -> list[int]:
         ids = self.dataset.image_ids()
-        wanted = set(self.cfg.image_ids)
+        wanted = set(self.job.image_ids)
         unknown = wanted - set(ids)
         if unknown:
             raise DataError(f"{self.data_name}: no images with ids {sorted(unknown)}")
         indices = [i for i, image_id in enumerate(ids) if not wanted or image_id in wanted]
-        return indices[: self.cfg.limit] if self.cfg.limit is not None else indices
+        return indices[: self.job.limit] if self.job.limit is not None else indices
 
     def _fail(self, image_id: str, reason: str) -> None:
         log.warning("image %s failed: %s", image_id, reason)
@@ -135,8 +235,9 @@ class InversionRun:
 
     def _prepare(self, index: int, image_id: str) -> Optional[PreparedSample]:
         try:
+            self.output.result_folder(image_id)  # refuses an id that cannot name a folder in OUT
             sample = self.dataset[index]
-            size = self.cfg.crop.img_size
+            size = self.image_size
             if sample.image.shape[-2:] != (size, size):
                 raise DataError(f"{sample.source}: the dataset gives {tuple(sample.image.shape[-2:])} crops but "
                                 f"inversion.crop.img_size is {size}")
@@ -147,20 +248,34 @@ class InversionRun:
             if self.camera_predictor is not None:
                 return PreparedSample(sample, torch.zeros(7), "predictor")  # filled per batch
             camera, source = self.camera_init(sample)
+            problem = camera_problem(camera)
+            if problem is not None:
+                raise DataError(f"{sample.source}: no usable starting camera ({source}): {problem}")
             return PreparedSample(sample, camera, source)
-        except (DataError, OSError, ValueError) as err:
-            self._fail(image_id, str(err))
+        except Exception as err:  # noqa: BLE001 -- whatever goes wrong with one image is recorded against it
+            self._fail(image_id, _reason(err))
             return None
 
     # -- the job -------------------------------------------------------------------------------------
+    def _predict_cameras(self, batch: list[PreparedSample]) -> list[PreparedSample]:
+        """The batch with the predictor's cameras; images whose prediction is unusable fail."""
+        images = torch.stack([p.sample.image for p in batch]).to(self.inverter.device)
+        masks = torch.stack([p.sample.mask for p in batch]).to(self.inverter.device)
+        with torch.no_grad():
+            predicted = self.camera_predictor(images, masks).cpu()
+        usable = []
+        for p, camera in zip(batch, predicted):
+            problem = camera_problem(camera)
+            if problem is None:
+                p.camera = camera
+                usable.append(p)
+            else:
+                self._fail(p.sample.image_id, f"the camera predictor gave an unusable camera: {problem}")
+        return usable
+
     def _invert_batch(self, batch: list[PreparedSample]) -> BatchResult:
         images = torch.stack([p.sample.image for p in batch])
         masks = torch.stack([p.sample.mask for p in batch])
-        if self.camera_predictor is not None:
-            with torch.no_grad():
-                predicted = self.camera_predictor(images.to(self.inverter.device), masks.to(self.inverter.device)).cpu()
-            for p, camera in zip(batch, predicted):
-                p.camera = camera
         cameras = torch.stack([p.camera for p in batch])
         class_ids = torch.tensor([p.sample.class_id for p in batch])
         ids = [p.sample.image_id for p in batch]
@@ -173,60 +288,131 @@ class InversionRun:
         return self.inverter.invert(images, masks, cameras, class_ids, ids, on_step=on_step)
 
     def _save_batch(self, batch: list[PreparedSample], result: BatchResult) -> None:
+        """Write each image's results; a non-finite result is a failure and writes nothing. An
+        OSError while writing (disk full, permissions) is the folder's, not the image's: it stops
+        the job."""
         seconds = result.seconds / len(batch)
         for i, prepared in enumerate(batch):
             sample = prepared.sample
+            problem = result.non_finite(i)
+            if problem is not None:
+                self._fail(sample.image_id, problem)
+                continue
             record = InversionRecord(
                 image_id=sample.image_id, z=result.z[i], camera=result.camera[i], camera_init=result.camera_init[i],
                 class_id=int(result.class_ids[i]), texture=result.texture[i], mesh_map=result.mesh_map[i],
-                vertices=result.vertices[i], image_size=self.cfg.crop.img_size, iou=float(result.iou[i]),
+                vertices=result.vertices[i], image_size=self.image_size, iou=float(result.iou[i]),
                 losses=result.losses[i], init_loss=float(result.init_loss[i]), seconds=seconds, source=sample.source,
+                camera_source=prepared.camera_source,
             )
-            self.writer.write(self.out_dir / sample.image_id, record, prepared, result.render[i], result.render_mask[i])
-            self.entries[sample.image_id] = self._entry(record, prepared.camera_source)
+            try:
+                self.writer.write(self.output.result_folder(sample.image_id), record, prepared, result.render[i],
+                                  result.render_mask[i])
+            except OSError:
+                raise
+            except Exception as err:  # noqa: BLE001 -- one image's outputs could not be made
+                self._fail(sample.image_id, f"writing the results failed: {_reason(err)}")
+                continue
+            self.entries[sample.image_id] = self._entry(record)
+
+    def _invert_and_save(self, batch: list[PreparedSample]) -> None:
+        if self.camera_predictor is not None:
+            try:
+                batch = self._predict_cameras(batch)
+            except Exception as err:  # noqa: BLE001 -- retried one by one below
+                if len(batch) > 1:
+                    log.warning("camera prediction failed for a batch (%s); retrying its images one by one", err)
+                    for prepared in batch:
+                        self._invert_and_save([prepared])
+                else:
+                    self._fail(batch[0].sample.image_id, f"camera prediction failed: {_reason(err)}")
+                return
+        if not batch:
+            return
+        try:
+            result = self._invert_batch(batch)
+        except Exception as err:  # noqa: BLE001 -- recorded against the image, or narrowed down below
+            if len(batch) == 1:
+                self._fail(batch[0].sample.image_id, f"inversion failed: {_reason(err)}")
+                return
+            log.warning("a batch failed (%s); retrying its images one by one", _reason(err))
+            for prepared in batch:
+                self._invert_and_save([prepared])
+            return
+        self._save_batch(batch, result)
 
     @staticmethod
-    def _entry(record: InversionRecord, camera_source: str = "") -> dict:
+    def _entry(record: InversionRecord) -> dict:
         entry = {"status": "done", "iou": record.iou, "loss": record.losses.get("total"), "seconds": record.seconds}
-        if camera_source:
-            entry["camera_init"] = camera_source
+        if record.camera_source:
+            entry["camera_init"] = record.camera_source
         return entry
+
+    def _previous_entries(self, selected: set[str]) -> dict[str, dict]:
+        """Every image already accounted for in OUT: the previous summary's failures, and an entry per
+        finished result (read from the previous summary, or from the result itself when it is
+        selected now or the summary lacks it). A damaged result that is not selected is a failure."""
+        path = self.output.path / SUMMARY_FILE
+        try:
+            previous = json.loads(path.read_text()).get("images", {}) if path.is_file() else {}
+        except (OSError, ValueError, AttributeError) as err:
+            log.warning("%s is unreadable (%s); it is rebuilt from the results in the folder", path, err)
+            previous = {}
+        finished = self.output.finished_ids()
+        entries = {k: v for k, v in previous.items() if isinstance(v, dict) and v.get("status") == "failed"
+                   and k not in finished}
+        for image_id in sorted(finished):
+            known = previous.get(image_id)
+            if image_id not in selected and isinstance(known, dict) and known.get("status") == "done":
+                entries[image_id] = known
+                continue
+            try:
+                entries[image_id] = self._entry(load_record(self.output.path / image_id))
+            except Exception as err:  # noqa: BLE001 -- damaged: redone when selected
+                entries[image_id] = {"status": "failed", "reason": f"damaged result ({_reason(err)})",
+                                     "damaged": True}
+        return entries
 
     def write_summary(self) -> dict:
         done = {k: v for k, v in self.entries.items() if v["status"] == "done"}
         failed = {k: v for k, v in self.entries.items() if v["status"] == "failed"}
         ious = [v["iou"] for v in done.values()]
-        seconds = [v["seconds"] for v in done.values() if v.get("seconds") == v.get("seconds")]
+        # (a summary on disk holds null for a time that was not measured)
+        seconds = [v["seconds"] for v in done.values() if isinstance(v.get("seconds"), float)
+                   and math.isfinite(v["seconds"])]
         summary = {
-            "data": self.data_name, "checkpoint": self.checkpoint, "image_size": self.cfg.crop.img_size,
+            "data": self.data_name, "checkpoint": self.job.checkpoint, "image_size": self.image_size,
             "done": len(done), "failed": len(failed),
             "mean_iou": float(np.mean(ious)) if ious else None,
             "seconds_per_image": float(np.mean(seconds)) if seconds else None,
             "images": dict(sorted(self.entries.items())),
         }
-        save_json(self.out_dir / SUMMARY_FILE, summary)
+        save_json(self.output.path / SUMMARY_FILE, summary)
         return summary
 
     def run(self, progress: bool = True) -> dict:
-        """Invert every selected image that has no result yet; returns the summary (also written)."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        """Invert every selected image that has no result yet; returns the summary (also written).
+        Holds the output folder's lock throughout (takes it unless the caller holds it)."""
+        if self.output.is_locked:
+            return self._run(progress)
+        with self.output.locked():
+            self.output.remove_stale_temp_files()
+            return self._run(progress)
+
+    def _run(self, progress: bool) -> dict:
         indices = self.selected_indices()
         ids = self.dataset.image_ids()
-        finished = finished_ids(self.out_dir)
-        pending = [i for i in indices if ids[i] not in finished]
-        for i in indices:
-            if ids[i] in finished:
-                try:
-                    self.entries[ids[i]] = self._entry(load_record(self.out_dir / ids[i]))
-                except (OSError, ValueError, RuntimeError) as err:  # damaged: do it again
-                    log.warning("%s: unreadable result (%s); inverting it again", ids[i], err)
-                    pending.append(i)
-        pending.sort()
+        self.entries = self._previous_entries({ids[i] for i in indices})
+        pending = [i for i in indices
+                   if self.entries.get(ids[i], {}).get("status") != "done" or self.entries[ids[i]].get("damaged")]
+        for i in pending:
+            if self.entries.get(ids[i], {}).get("damaged"):
+                log.warning("%s: unreadable result (%s); inverting it again", ids[i], self.entries[ids[i]]["reason"])
         log.info("%d images selected: %d already done, %d to invert", len(indices), len(indices) - len(pending),
                  len(pending))
-        if self.cfg.tensorboard:
+        if self.job.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self.tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"))
+            self.tensorboard = SummaryWriter(str(self.output.path / TENSORBOARD))
         bar = tqdm(total=len(pending), desc="invert", unit="img", disable=not progress)
         started = time.perf_counter()
         done_now = 0
@@ -234,7 +420,7 @@ class InversionRun:
         try:
             while position < len(pending):
                 batch: list[PreparedSample] = []
-                while position < len(pending) and len(batch) < self.cfg.batch_size:
+                while position < len(pending) and len(batch) < self.job.batch_size:
                     index = pending[position]
                     position += 1
                     prepared = self._prepare(index, ids[index])
@@ -243,20 +429,7 @@ class InversionRun:
                     else:
                         batch.append(prepared)
                 if batch:
-                    try:
-                        result = self._invert_batch(batch)
-                    except (DataError, ValueError, RuntimeError) as err:
-                        if len(batch) == 1:
-                            self._fail(batch[0].sample.image_id, f"inversion failed: {err}")
-                        else:  # find the culprit: one image at a time
-                            log.warning("batch failed (%s); retrying its images one by one", err)
-                            for prepared in batch:
-                                try:
-                                    self._save_batch([prepared], self._invert_batch([prepared]))
-                                except (DataError, ValueError, RuntimeError) as single_err:
-                                    self._fail(prepared.sample.image_id, f"inversion failed: {single_err}")
-                    else:
-                        self._save_batch(batch, result)
+                    self._invert_and_save(batch)
                     done_now += len(batch)
                     bar.update(len(batch))
                 ious = [v["iou"] for v in self.entries.values() if v["status"] == "done"]
@@ -264,11 +437,19 @@ class InversionRun:
                 bar.set_postfix(mean_iou=f"{np.mean(ious):.3f}" if ious else "-",
                                 img_per_min=f"{done_now / minutes:.2f}" if minutes > 0 else "-")
                 self.write_summary()
+        except BaseException:
+            # Stopped by something no one image caused (an interrupt, a failed write into OUT): keep
+            # the account of what was done so far.
+            try:
+                self.write_summary()
+            except Exception as err:  # noqa: BLE001 -- the original error matters more
+                log.error("could not write %s: %s", self.output.path / SUMMARY_FILE, err)
+            raise
         finally:
             bar.close()
             if self.tensorboard is not None:
                 self.tensorboard.close()
         summary = self.write_summary()
         log.info("inversion: %d done, %d failed, mean IoU %s -> %s", summary["done"], summary["failed"],
-                 f"{summary['mean_iou']:.4f}" if summary["mean_iou"] is not None else "n/a", self.out_dir)
+                 f"{summary['mean_iou']:.4f}" if summary["mean_iou"] is not None else "n/a", self.output.path)
         return summary

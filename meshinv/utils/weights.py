@@ -31,19 +31,32 @@ def weight_search_dirs() -> list[Path]:
     return dirs
 
 
+_WHERE_FROM = "(see pretrained/README.md for where each file comes from)"
+
+
 def find_weights(filename: str, what: str = "") -> Path:
-    """Return the path of `filename` in the first search folder that has it, or raise."""
+    """Return the path of `filename` in the first search folder that has it, or raise. A path (with
+    a folder in it) is taken as it is, relative to the working directory."""
+    dirs = weight_search_dirs()
     if os.path.isabs(filename) or os.sep in filename:
         path = Path(filename)
         if path.is_file():
             return path
-        raise MissingWeightsError(f"{what or 'weight file'} not found: {path}")
-    dirs = weight_search_dirs()
+        searched = "\n  ".join(str(d) for d in dirs)
+        raise MissingWeightsError(
+            f"{what + ': ' if what else ''}{path} not found (a path is taken as given, relative to the working "
+            f"directory {Path.cwd()}; a bare file name is looked for in:\n  {searched})\n{_WHERE_FROM}")
     for folder in dirs:
         if (folder / filename).is_file():
             return folder / filename
     searched = "\n  ".join(str(d) for d in dirs)
     raise MissingWeightsError(
         f"{what + ': ' if what else ''}weight file {filename!r} not found. Put it in one of:\n  {searched}\n"
-        f"(see pretrained/README.md for where each file comes from)"
+        f"{_WHERE_FROM}"
     )
+
+
+def resolve_weights(path_or_name: str | os.PathLike, what: str = "") -> Path:
+    """An existing file as it is; otherwise `find_weights` (a bare file name in the search folders)."""
+    path = Path(path_or_name)
+    return path if path.is_file() else find_weights(str(path_or_name), what)

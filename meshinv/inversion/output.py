@@ -1,0 +1,226 @@
+"""The output folder of an inversion job (OUT): one writer at a time, results only inside it, and
+the resume guard. Everything that decides what may be written into OUT lives here.
+
+    OUT/.lock           held (fcntl.flock) by the run writing into OUT; records its pid and host
+    OUT/settings.json   the result-changing settings of the results in OUT (the resume guard's record)
+    OUT/config.yaml     the resolved config of the latest run (reproduce it with --config)
+    OUT/summary.json    every image's status (meshinv/inversion/run.py)
+    OUT/<image id>/     one image's results (meshinv/inversion/results.py)
+
+The resume guard: a re-run skips finished images, so it must make results the same way. The
+settings that decide a result are the inversion section but its RUN_ONLY keys (that is, the
+algorithm half, InversionAlgorithm, less the keys that only change how much is computed at once:
+init_batch_size, loss.chunk_size, recompute_target_features), the template, and the generator
+checkpoint's content (sha256, so moving the file is fine). Any job key (data, limit, image_ids,
+batch_size, export, tensorboard, out_dir, ...) may change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+from ..data.datasets import dataset_root, detect_kind
+from ..data.sample import DataError
+from ..utils.io import file_sha256, json_text, remove_stale_temp_files, save_json
+from .config import InversionConfig, run_only_keys
+from .results import RUN_CONFIG_FILE, finished_ids, saved_run_config
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+SETTINGS_FILE = "settings.json"
+SUMMARY_FILE = "summary.json"
+LOG_FILE = "log.txt"
+MASK_CACHE = "masks"          # automatic masks of --images (meshinv/data/segment.py)
+TENSORBOARD = "tensorboard"
+# Names of the job's own entries in OUT: an image with one of these ids would collide with them.
+_RESERVED = {SETTINGS_FILE, SUMMARY_FILE, RUN_CONFIG_FILE, LOG_FILE, MASK_CACHE, TENSORBOARD}
+_MAX_NAME_BYTES = 255         # the longest file name common file systems take
+_CHECKPOINT_KEY = "generator checkpoint sha256"
+
+
+class OutputFolderError(RuntimeError):
+    """OUT cannot be used by this run (locked, a dataset, results made with other settings)."""
+
+
+def result_settings(config: dict, checkpoint_sha256: Optional[str] = None) -> dict[str, object]:
+    """The settings that decide an image's result, as {dotted key: value}, from a resolved
+    experiment config (a plain dict: to_dict(cfg), or a run's saved config.yaml)."""
+    # Through JSON, so that a tuple and a list, or a YAML and a JSON number, compare equal.
+    tree = json.loads(json_text({"inversion": config.get("inversion") or {}, "template": config.get("template") or {}}))
+    ignored = tuple(run_only_keys(InversionConfig))
+    flat = {k: v for k, v in _flatten(tree).items()
+            if not any(k == i or k.startswith(i + ".") for i in ignored)}
+    if checkpoint_sha256 is not None:
+        flat[_CHECKPOINT_KEY] = checkpoint_sha256
+    return flat
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _short(value: object) -> str:
+    text = json_text(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class OutputFolder:
+    """OUT of one inversion job (see the module doc). Use `with folder.locked():` around the run."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock_fd: Optional[int] = None
+
+    # -- refusing folders that are not ours ----------------------------------------------------------
+    def refuse_dataset(self, data_root: str | os.PathLike) -> None:
+        """Raise OutputFolderError when OUT is the dataset folder `data_root` (a path or a dataset
+        name), contains it, or holds another dataset: the run would write its
+        config.yaml, summary.json and result folders among the dataset's own files."""
+        out, data = self.path.resolve(), dataset_root(data_root).resolve()
+        if out == data or out in data.parents:
+            raise OutputFolderError(f"the output folder {self.path} is the dataset folder {data_root} or contains it: "
+                                    "results would be written among the dataset's files; choose another --out")
+        if not self.path.is_dir() or (self.path / SETTINGS_FILE).is_file() or finished_ids(self.path):
+            return
+        kind = detect_kind(self.path)
+        if kind is not None:
+            raise OutputFolderError(f"the output folder {self.path} holds a dataset ({kind}), not inversion results: "
+                                    "its config.yaml and summary.json would be overwritten; choose another --out")
+
+    # -- one writer at a time ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator["OutputFolder"]:
+        """Hold OUT's lock for the block; OutputFolderError naming the holder if another process has
+        it. The lock is an flock, which the kernel releases when its process dies (even by SIGKILL),
+        so a lock left behind by a dead run is simply taken over."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OutputFolderError(f"cannot lock {path}: {err}") from None
+                raise OutputFolderError(f"the output folder {self.path} is in use by another inversion run "
+                                        f"({self._holder(fd)}): wait for it to finish, or use another --out") from None
+            previous = self._holder(fd)
+            if previous != "holder unknown":
+                log.warning("%s: taking over the lock of a run that ended without releasing it (%s; that process "
+                            "is gone)", self.path, previous)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json_text({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+            self._lock_fd = fd
+            try:
+                yield self
+            finally:
+                self._lock_fd = None
+                os.ftruncate(fd, 0)  # released cleanly: nothing to take over next time
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0).decode() or "null")
+            return f"pid {holder['pid']} on host {holder['host']}, since {holder['since']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "holder unknown"
+
+    @property
+    def is_locked(self) -> bool:
+        """Whether this object holds OUT's lock now."""
+        return self._lock_fd is not None
+
+    def _require_lock(self) -> None:
+        if self._lock_fd is None:
+            raise RuntimeError(f"{self.path}: call this inside `with folder.locked():`")
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Temporary files of writes that a killed run left in OUT (only under the lock: a live
+        writer's would go too)."""
+        self._require_lock()
+        return remove_stale_temp_files(self.path)
+
+    # -- where an image's results go -----------------------------------------------------------------
+    def result_folder(self, image_id: str) -> Path:
+        """OUT/<image id>; a DataError when the id would not make a folder of its own directly in OUT
+        (empty, `.`, `..`, a path, hidden, one of the job's own names, too long)."""
+        reason = None
+        if not image_id or image_id in (".", ".."):
+            reason = "it is not a folder name"
+        elif "/" in image_id or "\\" in image_id or os.sep in image_id or "\0" in image_id:
+            reason = "it holds a path separator"
+        elif image_id.startswith("."):
+            reason = "it would be a hidden folder"
+        elif image_id in _RESERVED:
+            reason = f"{image_id} is the name of one of the run's own files in the output folder"
+        elif len(image_id.encode()) > _MAX_NAME_BYTES:
+            reason = f"it is longer than {_MAX_NAME_BYTES} bytes"
+        folder = self.path / image_id
+        if reason is None and folder.resolve().parent != self.path.resolve():  # e.g. a symlink out of OUT
+            reason = f"{folder} leads out of the output folder"
+        if reason is not None:
+            raise DataError(f"image id {image_id!r} cannot name a result folder in {self.path}: {reason} "
+                            "(rename the image file)")
+        return folder
+
+    def finished_ids(self) -> set[str]:
+        return finished_ids(self.path)
+
+    # -- the resume guard ----------------------------------------------------------------------------
+    def recorded_settings(self) -> Optional[dict[str, object]]:
+        """The result settings recorded for the results in OUT; from config.yaml for a folder
+        written before settings.json existed (no checkpoint content then); None if neither."""
+        path = self.path / SETTINGS_FILE
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except ValueError as err:
+                raise OutputFolderError(f"{path} is damaged ({err}); delete it only if every result in "
+                                        f"{self.path} was made with the current settings") from None
+        legacy = saved_run_config(self.path)
+        return result_settings(legacy) if legacy is not None else None
+
+    def check_and_record_settings(self, config: dict, checkpoint: str | os.PathLike) -> None:
+        """The resume guard (see the module doc): raise OutputFolderError naming every setting that
+        differs from those of the finished results in OUT; otherwise record the current ones."""
+        self._require_lock()
+        current = result_settings(config, file_sha256(checkpoint))
+        previous = self.recorded_settings()
+        finished = self.finished_ids()
+        if finished and previous is None:
+            log.warning("%s holds %d results but no record of their settings: they are kept as they are",
+                        self.path, len(finished))
+        elif finished:
+            keys = previous.keys() | current.keys()
+            if _CHECKPOINT_KEY not in previous:  # an older folder: its checkpoint content is unknown
+                keys.discard(_CHECKPOINT_KEY)
+            changed = sorted(key for key in keys if previous.get(key) != current.get(key))
+            if changed:
+                details = ", ".join(f"{key} ({_short(previous.get(key))} there, {_short(current.get(key))} now)"
+                                    for key in changed)
+                raise OutputFolderError(
+                    f"{self.path} already holds {len(finished)} results made with other settings: {details}. "
+                    "Re-running would skip them and mix two kinds of result; use a new --out, or delete the "
+                    "folder to redo it. (Job settings such as limit, image_ids, batch_size, export and "
+                    "tensorboard may change.)")
+        save_json(self.path / SETTINGS_FILE, current)
