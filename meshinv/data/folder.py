@@ -18,7 +18,8 @@ or a safe rewrite of it when the stem is no safe folder name (meshinv.data.sampl
 
 Bad data of one image (unreadable file, missing or empty mask, a malformed, NaN or degenerate
 annotation) is a DataError naming the file and the image, raised when that image is read, so that a
-batch job records it and goes on; only a folder that cannot be listed at all fails when opened.
+batch job records it and goes on. Only what concerns every image fails when the folder is opened: no
+images, two images with one id, an annotations.json that is not a JSON object.
 """
 
 from __future__ import annotations
