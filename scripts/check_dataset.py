@@ -3,8 +3,10 @@
     python scripts/check_dataset.py --dataset cub|p3d|synthetic|folder --root DIR [--split test] [--out report.png]
                                     [--set samples=8] [--set image_size=256] [--set use_predicted_mask=true]
 
-Prints the report (counts per split) and exits with status 1 if a required file is missing or
-malformed or a drawn sample fails to load. The picture shows each sample with its mask outline
+Prints the report (counts per split; every problem flagged [!!], with the missing image files
+and the file and line of a malformed value named) and exits with status 1 if a required file is
+missing or malformed or a drawn sample fails to load. The header says OK only when nothing is
+flagged; problems in optional files alone make it "usable, but ... PROBLEMS" with status 0. The picture shows each sample with its mask outline
 (yellow), annotated keypoints (green) and the camera's projection of the SfM mean shape or the
 ground-truth vertices (red).
 """

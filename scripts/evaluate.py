@@ -3,8 +3,9 @@
     python scripts/evaluate.py --config configs/synthetic.yaml --results DIR [--data DIR] [--set evaluation.limit=20]
     python scripts/evaluate.py --config configs/cub.yaml --results outputs/inversion_cub     (mask_iou + FIDs)
 
-Writes into the results folder: metrics.json (per image, means, counts, skipped metrics and failed
-images with their reasons), report.md (the values, the paper's beside them on CUB / PASCAL3D+, the
+Writes into the results folder: metrics.json (per image, means, counts, skipped metrics, the images
+the inversion failed on (from its summary.json) and those that could not be evaluated, with their
+reasons), report.md (the values, the paper's beside them on CUB / PASCAL3D+, the
 worst images by mask IoU, the grid) and report_grid.png (input, reconstruction, novel views of the
 prediction and, on synthetic data, of the ground truth), plus evaluate_config.yaml and
 evaluate_log.txt. Metrics: evaluation.metrics, from meshinv.evaluation.metrics; those needing ground

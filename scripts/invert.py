@@ -54,7 +54,7 @@ def main() -> int:
             output.check_and_record_settings(to_dict(cfg), inputs.checkpoint)
             save_config(cfg, output.path / RUN_CONFIG_FILE)
             device = resolve_device(cfg.device)
-            if inputs.without_masks and inputs.can_segment:
+            if inputs.without_masks:  # without the segmenter's weights, each such photo gets the reason
                 segment_missing(inputs.dataset, output.path / MASK_CACHE, cfg.segment, device)
             camera_predictor = (load_camera_predictor(inv.camera_init.predictor, device).eval()
                                 if inv.camera_init.predictor else None)

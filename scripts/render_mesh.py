@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
-from PIL import Image
 
 from meshinv.geometry import MeshTemplate, TemplateConfig, build_template
 from meshinv.geometry.procedural import checker_texture, smooth_symmetric_map
@@ -25,7 +23,7 @@ from meshinv.render import MeshRenderer
 from meshinv.render.views import render_turntable
 from meshinv.utils.config import parse_cli, save_config
 from meshinv.utils.device import resolve_device
-from meshinv.utils.images import save_grid
+from meshinv.utils.images import read_image_tensor, save_grid
 from meshinv.utils.io import save_json
 from meshinv.utils.logging import setup_logging
 
@@ -55,11 +53,6 @@ class RenderMeshConfig:
     background: float = 1.0    # in [-1, 1]; 1 = white, as the evaluation's renders
 
 
-def load_texture(path: str) -> torch.Tensor:
-    image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0) * 2 - 1
-
-
 def main() -> None:
     cfg, args = parse_cli(RenderMeshConfig, __doc__.splitlines()[1])
     out = Path(cfg.out_dir)
@@ -71,7 +64,7 @@ def main() -> None:
     if cfg.mesh.obj_path:
         template = MeshTemplate.from_obj(cfg.mesh.obj_path, symmetric=cfg.mesh.symmetric).to(device)
         vertices = template.vertices
-        texture = load_texture(cfg.mesh.texture_path) if cfg.mesh.texture_path else checker_texture(cfg.mesh.texture_size)
+        texture = read_image_tensor(cfg.mesh.texture_path)[None] if cfg.mesh.texture_path else checker_texture(cfg.mesh.texture_size)
     else:
         template = build_template(cfg.template).to(device)
         deformation = smooth_symmetric_map(1, 3, 32, cfg.mesh.deformation_cells, cfg.mesh.deformation_amplitude, generator)

@@ -4,6 +4,7 @@ files, the original's predicted masks and camera predictions), open_dataset, and
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 
 import numpy as np
@@ -18,6 +19,7 @@ from meshinv.data.cub import (
     CUB_KEYPOINT_PERMUTATION, CUBDataset, load_cmr_predicted_cameras, select_camera,
 )
 from meshinv.data.datasets import detect_kind, open_dataset
+from meshinv.data.inspect import inspect_dataset
 from meshinv.data.folder import FolderDataset
 from meshinv.data.p3d import P3DDataset, p3d_cad_mesh
 from meshinv.data.preprocess import CropConfig, mirror_ndc_camera
@@ -417,3 +419,23 @@ def test_check_dataset_reports_and_draws(cub_root, p3d_root, tmp_path, monkeypat
     assert script.main() == 1
     text = capsys.readouterr().out
     assert "PROBLEMS" in text and "anno_test.mat not found" in text and "images.txt: missing" in text
+
+
+def test_check_dataset_names_missing_images_and_bad_numbers(cub_root, tmp_path):
+    """An optional split with image files missing is flagged and names them (not "absent"), a value in
+    bounding_boxes.txt that is no number is found with its file and line, and the header says so."""
+    root = tmp_path / "cub"
+    shutil.copytree(cub_root[0], root)
+    (root / "CUB_200_2011" / "images" / cub_rel_path(6)).unlink()  # only in the optional val / testval splits
+    boxes = root / "CUB_200_2011" / "bounding_boxes.txt"
+    boxes.write_text(boxes.read_text().replace("3 1.0 1.0 10.0 10.0", "3 1.0 one 10.0 10.0"))
+    report = inspect_dataset("cub", root)
+    checks = {c.what: c for c in report.checks}
+    assert checks["split val"].status == "incomplete" and cub_rel_path(6) in checks["split val"].detail
+    assert checks["split test"].status == "ok"
+    assert checks["bounding_boxes.txt"].status == "malformed"
+    assert f"{boxes}:3: 'one' is not a finite number" in checks["bounding_boxes.txt"].detail
+    assert report.ok  # every required file is fine, so the dataset is usable ...
+    header = report.text().splitlines()[0]
+    assert "OK" != header.split(": ")[-1] and "PROBLEMS" in header  # ... but the header does not say OK
+    assert "[!!] split val (optional): incomplete" in report.text()

@@ -255,6 +255,28 @@ def test_evaluate_script_end_to_end(split, tmp_path):
     assert unknown.returncode == 1 and "unknown metric 'mask_io'" in unknown.stderr
 
 
+def test_images_the_inversion_failed_on_are_counted_and_listed(split, template, tmp_path):
+    """summary.json's failed images (no result folder, or one without result.pt) are reported apart
+    from the images that could not be evaluated, in metrics.json and report.md."""
+    write_results(split, tmp_path)
+    images = {"test_00000": {"status": "done", "iou": 0.9}, "test_00001": {"status": "done", "iou": 0.8},
+              "unfinished": {"status": "failed", "reason": "inversion failed: loss is NaN"},
+              "lost_1": {"status": "failed", "reason": "lost_1.png: cannot read image"},
+              "lost_2": {"status": "failed", "reason": "annotations.json['lost_2'].class_id: 'bird' is not a class id"}}
+    (tmp_path / "summary.json").write_text(json.dumps({"done": 2, "failed": 3, "images": images}))
+    result = run_evaluation(tmp_path, None, template=template, cfg=EvaluationConfig(metrics=["mask_iou"], grid_rows=0))
+    assert result.inversion_failed == {"lost_1": images["lost_1"]["reason"], "lost_2": images["lost_2"]["reason"],
+                                       "unfinished": images["unfinished"]["reason"]}
+    assert sorted(result.failed) == ["test_00002"] and sorted(result.per_image) == ["test_00000", "test_00001"]
+    paths = write_outputs(result, tmp_path / "report")
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["counts"]["inversion_failed"] == 3 and metrics["counts"]["failed"] == 1
+    assert metrics["inversion_failed"]["lost_2"] == images["lost_2"]["reason"]
+    report = paths["report"].read_text()
+    assert "6 images: 2 evaluated, 3 failed in the inversion, 1 could not be evaluated." in report
+    assert "- lost_1: lost_1.png: cannot read image" in report and "- test_00002: " in report
+
+
 def test_write_outputs_without_images(tmp_path, template):
     (tmp_path / "results" / "a").mkdir(parents=True)
     (tmp_path / "results" / "a" / "result.pt").write_bytes(b"")

@@ -319,7 +319,8 @@ def test_a_folder_of_raw_photos_gets_cached_automatic_masks(split, tmp_path, mon
     monkeypatch.setattr(segment, "Segmenter", FakeSegmenter)
     cache = tmp_path / "out" / "masks"
     dataset = FolderDataset(photos, CropConfig(img_size=SIZE), mask_dirs=[cache])
-    assert segment.segment_missing(dataset, cache, segment.SegmentConfig()) == {"missing": 2, "found": 1, "nothing": 1}
+    assert segment.segment_missing(dataset, cache, segment.SegmentConfig()) == {"missing": 2, "found": 1, "nothing": 1,
+                                                                               "unavailable": 0}
     assert (cache / "test_00000.png").is_file() and (cache / "test_00001.none").is_file()
     assert dataset[0].mask.sum() > 0 and dataset[0].class_id == -1 and dataset[0].camera is None
     with pytest.raises(DataError, match="no mask: no bird found"):

@@ -6,7 +6,8 @@ them into the NDC cameras that the renderer and the losses use.
 
 from .cub import CUBDataset, CmrCameraPrediction, load_cmr_predicted_cameras, select_camera
 from .datasets import DATASET_KINDS, detect_kind, open_dataset
-from .folder import FolderDataset, FolderDatasetConfig, read_image, read_mask
+from ..utils.images import read_image, read_mask
+from .folder import FolderDataset, FolderDatasetConfig
 from .p3d import CadModel, P3DDataset, load_cad_models, p3d_cad_mesh
 from .preprocess import CropConfig, crop_sample
 from .sample import DataError, PixelCamera, Sample

@@ -44,9 +44,9 @@ import scipy.io
 import torch
 
 from ..geometry.camera import matrix_to_quaternion
-from .folder import read_image
+from ..utils.images import read_image
 from .preprocess import CropConfig, crop_sample, crop_square, resize_square
-from .sample import DataError, PixelCamera, Sample
+from .sample import DataError, PixelCamera, Sample, safe_image_id
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,8 @@ def parse_annotation(record, where: str) -> CmrAnnotation:
 def parse_sfm_camera(record, where: str) -> PixelCamera:
     """An `sfm_anno` entry -> PixelCamera of the full image (continuous pixel coordinates)."""
     scale = _number(record.scale, f"{where}.scale")
+    if scale <= 0:
+        raise DataError(f"{where}.scale: {scale} is not positive")
     trans = _array(record.trans, (2,), f"{where}.trans")
     rot = _array(record.rot, (3, 3), f"{where}.rot")
     if abs(np.linalg.det(rot) - 1.0) > 1e-3 or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-3):
@@ -262,8 +264,9 @@ class CmrDataset(torch.utils.data.Dataset):
         return {}
 
     def _finish_index(self) -> None:
-        """Set the image ids once `indices` is final; duplicate ids get the record index appended."""
-        ids = [self._image_id(i) for i in self.indices]
+        """Set the image ids once `indices` is final: safe folder names (safe_image_id); duplicate ids
+        get the record index appended."""
+        ids = [safe_image_id(self._image_id(i)) for i in self.indices]
         seen: dict[str, int] = {}
         for i in ids:
             seen[i] = seen.get(i, 0) + 1

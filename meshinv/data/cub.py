@@ -19,6 +19,7 @@ CMR's testval divided into val and test (the paper evaluates on test).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 from dataclasses import dataclass
@@ -77,12 +78,13 @@ def cub_paths(root: str | os.PathLike) -> CubPaths:
     return CubPaths(root, root / "CUB_200_2011", cache)
 
 
-def _read_id_table(path: Path, columns: int) -> dict[str, list[str]]:
-    """A CUB text table "<image id> <value> ..." -> {image id: values}; errors name file and line."""
+def read_id_table(path: Path, columns: int, numeric: bool = False) -> dict[str, list[str]]:
+    """A CUB text table "<image id> <value> ..." -> {image id: values}; errors name file and line.
+    numeric: every value after the id must be a finite number (bounding_boxes.txt, class labels)."""
     table = {}
     try:
         lines = path.read_text().splitlines()
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read ({e})") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -90,6 +92,14 @@ def _read_id_table(path: Path, columns: int) -> dict[str, list[str]]:
         fields = line.split()
         if len(fields) != columns:
             raise DataError(f"{path}:{number}: expected {columns} fields, got {len(fields)}: {line!r}")
+        if numeric:
+            for value in fields[1:]:
+                try:
+                    finite = math.isfinite(float(value))
+                except ValueError:
+                    finite = False
+                if not finite:
+                    raise DataError(f"{path}:{number}: {value!r} is not a finite number: {line!r}")
         table[fields[0]] = fields[1:]
     return table
 
@@ -97,8 +107,8 @@ def _read_id_table(path: Path, columns: int) -> dict[str, list[str]]:
 def read_cub_class_labels(cub_dir: str | os.PathLike) -> dict[str, int]:
     """{image path relative to images/: 0-based class id} from images.txt and image_class_labels.txt."""
     cub_dir = Path(cub_dir)
-    images = _read_id_table(cub_dir / "images.txt", 2)
-    labels = _read_id_table(cub_dir / "image_class_labels.txt", 2)
+    images = read_id_table(cub_dir / "images.txt", 2)
+    labels = read_id_table(cub_dir / "image_class_labels.txt", 2)
     out = {}
     for image_id, (rel_path,) in images.items():
         if image_id not in labels:

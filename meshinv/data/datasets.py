@@ -3,7 +3,7 @@
 Kinds, and the files that identify them (datasets/README.md has the full layouts):
 
     synthetic  ROOT/<split>/images/ and gt/ (or ROOT/images/ and gt/)   meshinv.data.synthetic
-    folder     ROOT/<split>/images/ (or ROOT/images/)                   meshinv.data.folder
+    folder     ROOT/<split>/images/ (or ROOT/images/, or photos directly in ROOT)   meshinv.data.folder
     cub        ROOT/CUB_200_2011/, or a CMR cache ROOT/[cache/]data/*_cub_cleaned.mat
     p3d        ROOT/PASCAL3D+_release1.1/, or a CMR cache ROOT/[cache/ or p3d/]data/car_*.mat
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from .cub import CUBDataset
-from .folder import FolderDataset
+from .folder import FolderDataset, holds_images
 from .p3d import P3DDataset, find_p3d_cache
 from .preprocess import CropConfig
 from .sample import DataError
@@ -90,7 +90,7 @@ def detect_kind(root: str | os.PathLike, split: Optional[str] = None) -> Optiona
         return "p3d"
     if _is_synthetic(root, split):
         return "synthetic"
-    if _split_folder(root, split, "images") is not None:
+    if _split_folder(root, split, "images") is not None or holds_images(root):
         return "folder"
     return None
 
@@ -99,7 +99,7 @@ def _looked_for(split: Optional[str]) -> str:
     split = split or DEFAULT_SPLITS["folder"]
     return ("CUB_200_2011/ or [cache/]data/*_cub_cleaned.mat (cub); PASCAL3D+_release1.1/ or "
             f"[cache/ or p3d/]data/car_*.mat (p3d); {split}/images/ or images/ with gt/ beside it (synthetic); "
-            f"{split}/images/ or images/ (folder)")
+            f"{split}/images/, images/ or image files in it (folder)")
 
 
 def open_dataset(root_or_name: str | os.PathLike, crop: Optional[CropConfig] = None, split: Optional[str] = None,
@@ -130,6 +130,8 @@ def open_dataset(root_or_name: str | os.PathLike, crop: Optional[CropConfig] = N
     if kind in ("cub", "p3d"):
         return cls(root, crop, split=split, mirror=mirror, **options)
     folder = _split_folder(root, split, "images")
+    if folder is None and kind == "folder" and holds_images(root):
+        folder = root  # a plain folder of photos, as scripts/invert.py --images takes
     if folder is None:
         raise DataError(f"{root}: no images/ folder for a {kind} dataset (looked in {root / split} and {root})")
     if kind == "synthetic" and not (folder / "gt").is_dir():

@@ -1,15 +1,25 @@
 """The on-disk folder format that any user can produce for their own photos.
 
     ROOT/
-      images/<stem>.jpg|.jpeg|.png   any size; grayscale and RGBA are converted to RGB
-      masks/<stem>.png               optional: foreground mask, same size as the image (nonzero = object)
+      images/<stem>.jpg|.jpeg|.png   8- or 16-bit, up to meshinv.utils.images.MAX_IMAGE_PIXELS; grey and
+                                     palette images become RGB, transparent pixels white
+      masks/<stem>.png               optional: foreground mask, same size as the image (object where the
+                                     grey value is above half the maximum, e.g. 255 of 8 bits)
       annotations.json               optional: {"<stem>": {"class_id": 3,
                                                  "camera": {"scale": s, "translation": [tx, ty],
                                                             "quaternion": [w, x, y, z]},
                                                  "bbox": [x0, y0, x1, y1]}, ...}
 
-Cameras and boxes are in continuous pixel coordinates of the original image (meshinv.data.sample).
-Every field of an annotation is optional unless the dataset is asked to require it.
+ROOT may also be a plain folder of photos (no images/ inside), with masks/ and annotations.json
+optional beside them. Cameras and boxes are in continuous pixel coordinates of the original image
+(meshinv.data.sample). Every field of an annotation is optional unless the dataset is asked to
+require it; class_id is an integer >= 0, or -1 / null for unknown. The image id is the file stem,
+or a safe rewrite of it when the stem is no safe folder name (meshinv.data.sample.safe_image_id).
+
+Bad data of one image (unreadable file, missing or empty mask, a malformed, NaN or degenerate
+annotation) is a DataError naming the file and the image, raised when that image is read, so that a
+batch job records it and goes on. Only what concerns every image fails when the folder is opened: no
+images, two images with one id, an annotations.json that is not a JSON object.
 """
 
 from __future__ import annotations
@@ -21,39 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from ..utils.images import read_image, read_mask  # noqa: F401 -- the readers, re-exported
 from .preprocess import CropConfig, crop_sample
-from .sample import DataError, PixelCamera, Sample
+from .sample import DataError, PixelCamera, Sample, finite_numbers, parse_class_id, safe_image_id
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) float32 in [0, 1]; grayscale and RGBA become RGB."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from None
-
-
-def read_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) float32 in {0, 1} from any single- or multi-channel image; must match `shape`."""
-    try:
-        with Image.open(path) as image:
-            mask = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{path}: cannot read mask ({e})") from None
-    if mask.shape != tuple(shape):
-        raise DataError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}")
-    return (mask > 0.5).astype(np.float32)
+def holds_images(folder: Path) -> bool:
+    """Whether `folder` directly holds image files (a plain folder of photos)."""
+    return folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
 
 
 @dataclass
@@ -73,10 +64,12 @@ class FolderDataset(torch.utils.data.Dataset):
         self.root = Path(root)
         # Searched after ROOT/masks, e.g. a cache of automatic masks (meshinv.data.segment.cached_mask).
         self.mask_dirs = [self.root / "masks"] + [Path(d) for d in (mask_dirs or [])]
+        # stem -> why no automatic mask can be made for it (filled by meshinv.data.segment.segment_missing).
+        self.mask_unavailable: dict[str, str] = {}
         image_dir = self.root / "images"
         if not image_dir.is_dir():
             # A plain folder of photos works too (no masks/ or annotations then, unless beside them).
-            if self.root.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in self.root.iterdir()):
+            if holds_images(self.root):
                 image_dir = self.root
             else:
                 raise DataError(f"{self.root}: no images/ folder and no images in it "
@@ -86,13 +79,23 @@ class FolderDataset(torch.utils.data.Dataset):
         stems = [p.stem for p in self.image_paths]
         if len(set(stems)) != len(stems):
             raise DataError(f"{image_dir}: two images share a file stem; stems are the image ids")
+        # Ids name result folders: a stem that is no safe folder name (e.g. ".." of "...png") gets a safe one.
+        self._ids = [safe_image_id(stem) for stem in stems]
+        for path, image_id in zip(self.image_paths, self._ids):
+            if image_id != path.stem:
+                log.warning("%s: %r is not a safe folder name; its image id is %r", path, path.stem, image_id)
+        if len(set(self._ids)) != len(self._ids):
+            raise DataError(f"{image_dir}: two images have the same id after making their stems safe folder names")
+        self.annotation_path = self.root / "annotations.json"
         self.annotations: dict = {}
-        annotation_path = self.root / "annotations.json"
-        if annotation_path.is_file():
+        if self.annotation_path.is_file():
             try:
-                self.annotations = json.loads(annotation_path.read_text())
-            except json.JSONDecodeError as e:
-                raise DataError(f"{annotation_path}: not valid JSON ({e})") from None
+                self.annotations = json.loads(self.annotation_path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise DataError(f"{self.annotation_path}: not valid JSON ({e})") from None
+            if not isinstance(self.annotations, dict):
+                raise DataError(f"{self.annotation_path}: expected an object {{image stem: annotation}}, "
+                                f"got a {type(self.annotations).__name__}")
         self.crop = crop or CropConfig()
         self.require_camera = require_camera
         self.require_class = require_class
@@ -107,13 +110,32 @@ class FolderDataset(torch.utils.data.Dataset):
         return len(self.image_paths)
 
     def image_ids(self) -> list[str]:
-        return [p.stem for p in self.image_paths]
+        """The file stems, made safe folder names where they are not (meshinv.data.sample.safe_image_id)."""
+        return list(self._ids)
 
     def _annotation(self, stem: str, key: str, required: bool):
-        value = self.annotations.get(stem, {}).get(key)
+        entry = self.annotations.get(stem, {})
+        if not isinstance(entry, dict):
+            raise DataError(f"{self.annotation_path}[{stem!r}]: expected an object with class_id, camera, bbox, "
+                            f"got {entry!r}")
+        value = entry.get(key)
         if value is None and required:
-            raise DataError(f"{self.root / 'annotations.json'}: image {stem!r} has no {key!r}")
+            raise DataError(f"{self.annotation_path}: image {stem!r} has no {key!r}")
         return value
+
+    def annotation(self, stem: str) -> tuple[Optional[PixelCamera], int, Optional[tuple[float, ...]]]:
+        """The checked annotation of one image: (camera or None, class id, bbox (x0, y0, x1, y1) or None);
+        a DataError naming annotations.json and the image for anything malformed, non-finite or degenerate."""
+        where = f"{self.annotation_path}[{stem!r}]"
+        camera_data = self._annotation(stem, "camera", self.require_camera)
+        camera = PixelCamera.from_dict(camera_data, f"{where}.camera") if camera_data is not None else None
+        class_id = parse_class_id(self._annotation(stem, "class_id", self.require_class), f"{where}.class_id")
+        bbox = self._annotation(stem, "bbox", False)
+        if bbox is not None:
+            x0, y0, x1, y1 = bbox = finite_numbers(bbox, 4, f"{where}.bbox [x0, y0, x1, y1]")
+            if x1 <= x0 or y1 <= y0:
+                raise DataError(f"{where}.bbox: {list(bbox)} is empty or reversed (needs x0 < x1 and y0 < y1)")
+        return camera, class_id, bbox
 
     def __getitem__(self, index: int) -> Sample:
         return self._load(index)[0]
@@ -127,6 +149,10 @@ class FolderDataset(torch.utils.data.Dataset):
                 reason = (folder / f"{stem}.none").read_text().strip()
                 raise DataError(f"{self.image_dir / stem}: no mask: {reason}")
         looked = ", ".join(str(folder / f"{stem}.png") for folder in self.mask_dirs)
+        if stem in self.mask_unavailable:
+            image = next((p for p in self.image_paths if p.stem == stem), self.image_dir / stem)
+            raise DataError(f"{image}: no mask at {looked}, and {self.mask_unavailable[stem]}. "
+                            f"Put a mask at {self.mask_dirs[0] / stem}.png, or make automatic masks possible")
         raise DataError(f"{self.image_dir / stem}: no mask at {looked} (automatic masks: "
                         "scripts/invert.py --images DIR, or inversion.auto_masks=true)")
 
@@ -134,16 +160,13 @@ class FolderDataset(torch.utils.data.Dataset):
         """The preprocessed sample and its crop box (left, top, side) in the original image."""
         path = self.image_paths[index]
         stem = path.stem
+        camera, class_id, bbox = self.annotation(stem)  # before decoding: the cheap check first
         image = read_image(path)
         mask_path = self.mask_path(stem)
         mask = read_mask(mask_path, image.shape[:2])
         if not mask.any():
-            raise DataError(f"{mask_path}: the mask is empty (no foreground pixel)")
-        camera_data = self._annotation(stem, "camera", self.require_camera)
-        camera = PixelCamera.from_dict(camera_data, f"{self.root / 'annotations.json'}[{stem}].camera") if camera_data else None
-        class_id = self._annotation(stem, "class_id", self.require_class)
-        bbox = self._annotation(stem, "bbox", False)
+            raise DataError(f"{mask_path}: the mask is empty (no pixel above half the maximum value; "
+                            "a 0/1 mask must be saved as 0/255)")
         image_t, mask_t, camera_t, box = crop_sample(image, mask, bbox, camera, self.crop, mirror=self.mirror,
                                                      name=str(mask_path))
-        class_id = int(class_id) if class_id is not None else -1
-        return Sample(image_t, mask_t, camera_t, class_id, stem, str(path)), box
+        return Sample(image_t, mask_t, camera_t, class_id, self._ids[index], str(path)), box

@@ -1,7 +1,8 @@
 """What a dataset folder holds, and pictures to check its cameras (scripts/check_dataset.py).
 
-inspect_dataset(kind, root) lists every file a kind uses as ok / missing / malformed (optional
-ones as absent), with counts per split. sample_overlays draws samples with the outline of their
+inspect_dataset(kind, root) lists every file a kind uses as ok / missing / malformed / incomplete
+(a split whose image files are partly missing, named), optional files that are not there as absent,
+with counts per split. Its header says OK only when no line is flagged [!!]. sample_overlays draws samples with the outline of their
 mask (yellow), their annotated keypoints (green) and the camera's projection of the dataset's
 reference points (red): the SfM mean shape for CUB and PASCAL3D+, the ground-truth vertices for
 the synthetic data.
@@ -20,7 +21,8 @@ import numpy as np
 import torch
 
 from ..geometry.camera import WeakPerspectiveCamera
-from .cub import CUB_SPLITS, CUBDataset, cub_paths, load_cmr_predicted_cameras
+from .cub import CUB_SPLITS, CUBDataset, cub_paths, load_cmr_predicted_cameras, read_id_table
+from .folder import FolderDataset
 from .p3d import P3D_SPLITS, P3DDataset, load_cad_models, p3d_paths, read_keypoint_permutation, read_p3d_labels
 from .preprocess import CropConfig
 from .sample import DataError, Sample
@@ -30,13 +32,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Check:
-    """One expected file or folder. status: ok | missing | malformed | absent (optional, not there)."""
+    """One expected file or folder. status: ok | missing | malformed | incomplete (a split with image
+    files missing) | absent (optional, not there)."""
 
     what: str
     path: str
     status: str
     detail: str = ""
     required: bool = True
+
+    @property
+    def problem(self) -> bool:
+        """Something is wrong with it (flagged [!!]), required or not."""
+        return self.status not in ("ok", "absent")
 
     @property
     def failed(self) -> bool:
@@ -52,7 +60,14 @@ class DatasetReport:
 
     @property
     def ok(self) -> bool:
+        """Every required file is there and well formed (optional ones may still have problems)."""
         return not any(c.failed for c in self.checks)
+
+    def verdict(self) -> str:
+        optional = sum(c.problem and not c.required for c in self.checks)
+        if not self.ok:
+            return "PROBLEMS"
+        return f"usable, but {optional} optional item(s) have PROBLEMS" if optional else "OK"
 
     def add(self, what: str, path: Path, status: str, detail: str = "", required: bool = True) -> None:
         if status == "missing" and not required:
@@ -60,7 +75,7 @@ class DatasetReport:
         self.checks.append(Check(what, str(path), status, detail, required))
 
     def text(self) -> str:
-        lines = [f"{self.kind} dataset at {self.root}: {'OK' if self.ok else 'PROBLEMS'}"]
+        lines = [f"{self.kind} dataset at {self.root}: {self.verdict()}"]
         for c in self.checks:
             flag = {"ok": "ok", "absent": "--"}.get(c.status, "!!")
             note = "" if c.required else " (optional)"
@@ -83,12 +98,12 @@ def _check_file(report: DatasetReport, what: str, path: Path, reader=None, requi
     report.add(what, path, "ok", detail or "", required)
 
 
-def _count_lines(path: Path, columns: int) -> str:
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    bad = [n for n, line in enumerate(lines, 1) if len(line.split()) != columns]
-    if bad:
-        raise DataError(f"line {bad[0]} has not {columns} fields")
-    return f"{len(lines)} lines"
+def _count_entries(path: Path, columns: int, numeric: bool = False) -> str:
+    return f"{len(read_id_table(path, columns, numeric))} entries"
+
+
+# Image files listed by name in a report line, before "and N more".
+MISSING_FILES_SHOWN = 5
 
 
 def _check_split(report: DatasetReport, name: str, files: tuple[Path, ...], open_split, required: bool):
@@ -107,8 +122,10 @@ def _check_split(report: DatasetReport, name: str, files: tuple[Path, ...], open
     report.counts[name] = len(dataset)
     detail = f"{len(dataset)} samples"
     if missing:
-        detail += f", {len(missing)} image files missing (e.g. {missing[0]})"
-    report.add(f"split {name}", files[0], "missing" if missing else "ok", detail, required)
+        shown = ", ".join(str(p) for p in missing[:MISSING_FILES_SHOWN])
+        more = f" and {len(missing) - MISSING_FILES_SHOWN} more" if len(missing) > MISSING_FILES_SHOWN else ""
+        detail += f", {len(missing)} image files missing: {shown}{more}"
+    report.add(f"split {name}", files[0], "incomplete" if missing else "ok", detail, required)
     return dataset
 
 
@@ -117,10 +134,11 @@ def inspect_cub(root: str | os.PathLike) -> DatasetReport:
     report = DatasetReport("cub", str(root))
     cub = paths.cub_dir
     report.add("CUB_200_2011/images/", paths.image_dir, "ok" if paths.image_dir.is_dir() else "missing")
-    _check_file(report, "images.txt", cub / "images.txt", lambda p: _count_lines(p, 2))
-    _check_file(report, "image_class_labels.txt", cub / "image_class_labels.txt", lambda p: _count_lines(p, 2))
-    _check_file(report, "train_test_split.txt", cub / "train_test_split.txt", lambda p: _count_lines(p, 2), False)
-    _check_file(report, "bounding_boxes.txt", cub / "bounding_boxes.txt", lambda p: _count_lines(p, 5), False)
+    _check_file(report, "images.txt", cub / "images.txt", lambda p: _count_entries(p, 2))
+    _check_file(report, "image_class_labels.txt", cub / "image_class_labels.txt", lambda p: _count_entries(p, 2, True))
+    _check_file(report, "train_test_split.txt", cub / "train_test_split.txt", lambda p: _count_entries(p, 2, True),
+                False)
+    _check_file(report, "bounding_boxes.txt", cub / "bounding_boxes.txt", lambda p: _count_entries(p, 5, True), False)
     crop = CropConfig(img_size=64)
     for split in CUB_SPLITS:
         _check_split(report, split, (paths.annotation(split), paths.sfm(split)),
@@ -176,11 +194,32 @@ def inspect_folder(root: str | os.PathLike, kind: str = "folder", split: Optiona
             raise DataError(f"not valid JSON ({e})") from None
 
     _check_file(report, "annotations.json", folder / "annotations.json", read_json, required=kind == "synthetic")
+    if report.checks[-1].status == "ok":
+        _check_annotations(report, folder, kind == "synthetic")
     if kind == "synthetic":
         gt = {p.stem for p in (folder / "gt").glob("*.npz")}
         report.add("gt/", folder / "gt", "ok" if stems <= gt else "malformed", f"{len(stems & gt)} of {len(stems)}")
     report.counts[split if folder != root else folder.name] = len(stems)
     return report
+
+
+def _check_annotations(report: DatasetReport, folder: Path, required: bool) -> None:
+    """Every image's entry in annotations.json, checked as reading the image would check it."""
+    try:
+        dataset = FolderDataset(folder, require_camera=required, require_class=required)
+    except DataError as e:
+        report.add("annotations of each image", folder / "annotations.json", "malformed", str(e), required)
+        return
+    errors = []
+    for path in dataset.image_paths:
+        try:
+            dataset.annotation(path.stem)
+        except DataError as e:
+            errors.append(str(e))
+    detail = f"{len(dataset) - len(errors)} of {len(dataset)} images well annotated"
+    if errors:
+        detail += f"; first error: {errors[0]}"
+    report.add("annotations of each image", dataset.annotation_path, "malformed" if errors else "ok", detail, required)
 
 
 def inspect_dataset(kind: str, root: str | os.PathLike, split: Optional[str] = None) -> DatasetReport:

@@ -25,7 +25,7 @@ import torch
 
 from ..utils.io import save_image, save_text
 from ..utils.weights import MissingWeightsError, find_weights
-from .folder import read_image, read_mask
+from ..utils.images import image_shape, read_image, read_mask
 from .sample import DataError
 
 log = logging.getLogger(__name__)
@@ -164,19 +164,6 @@ class Segmenter:
         return select_instance(self.detect(image), self.label, self.cfg.score_threshold, self.cfg.mask_threshold)
 
 
-def _image_shape(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file without decoding its pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from None
-
-
 def cached_mask(segmenter: Segmenter, image_path: str | os.PathLike, cache_dir: str | os.PathLike
                 ) -> Optional[np.ndarray]:
     """The mask of one image file, from `cache_dir/<stem>.png` when present, else segmented and
@@ -184,7 +171,7 @@ def cached_mask(segmenter: Segmenter, image_path: str | os.PathLike, cache_dir: 
     image_path, cache_dir = Path(image_path), Path(cache_dir)
     png, none = cache_dir / f"{image_path.stem}.png", cache_dir / f"{image_path.stem}.none"
     if png.is_file():
-        return read_mask(png, _image_shape(image_path)) > 0.5
+        return read_mask(png, image_shape(image_path)) > 0.5
     if none.is_file():
         return None
     image = read_image(image_path)
@@ -198,27 +185,61 @@ def cached_mask(segmenter: Segmenter, image_path: str | os.PathLike, cache_dir: 
     return mask
 
 
-def segment_missing(dataset, cache_dir: str | os.PathLike, cfg: SegmentConfig,
-                    device: torch.device | str = "cpu") -> dict[str, int]:
-    """Segment the images of a FolderDataset that have no mask in any of its mask folders, into
-    `cache_dir` (cached: a rerun segments nothing again). Returns counts: missing, found, nothing."""
+def images_without_masks(dataset) -> list[Path]:
+    """The image files of a FolderDataset that have no mask in any of its mask folders."""
     missing = []
     for path in dataset.image_paths:
         try:
             dataset.mask_path(path.stem)
         except DataError:
             missing.append(path)
-    counts = {"missing": len(missing), "found": 0, "nothing": 0}
+    return missing
+
+
+def _one_line(text: str) -> str:
+    """A multi-line message (e.g. a weight file's search folders) as one line for a per-image reason."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    note = [lines.pop()] if len(lines) > 1 and lines[-1].startswith("(") else []  # "(see ...)" ends it
+    return " ".join(lines[:1] + [", ".join(lines[1:])] + note).strip()
+
+
+def segment_missing(dataset, cache_dir: str | os.PathLike, cfg: SegmentConfig,
+                    device: torch.device | str = "cpu") -> dict[str, int]:
+    """Segment the images of a FolderDataset that have no mask in any of its mask folders, into
+    `cache_dir` (cached: a rerun segments nothing again). Returns counts: missing, found, nothing,
+    unavailable.
+
+    When the segmenter cannot be built (e.g. its weight file is missing) or fails on one image, the
+    images concerned get that reason in `dataset.mask_unavailable`, so that reading them raises a
+    DataError saying why and where a mask can be put instead; the images that have masks go on."""
+    missing = images_without_masks(dataset)
+    counts = {"missing": len(missing), "found": 0, "nothing": 0, "unavailable": 0}
     if not missing:
         return counts
-    segmenter = Segmenter(cfg, device)
+    try:
+        segmenter = Segmenter(cfg, device)
+    except ValueError:
+        raise  # a wrong setting (category, backend): every image would fail the same way
+    except Exception as err:  # noqa: BLE001 -- missing or damaged weights, no detectron2: per image
+        reason = f"automatic masks are unavailable: {_one_line(err)}"
+        for path in missing:
+            dataset.mask_unavailable[path.stem] = reason
+        counts["unavailable"] = len(missing)
+        log.warning("%d of %d images have no mask and %s; they are left out (put their masks in %s), the "
+                    "others go on", len(missing), len(dataset.image_paths), reason, dataset.mask_dirs[0])
+        return counts
     for path in missing:
         try:
             found = cached_mask(segmenter, path, cache_dir) is not None
         except DataError as err:  # an unreadable image: the dataset reports it when loading
             log.warning("%s", err)
             continue
+        except Exception as err:  # noqa: BLE001 -- one image's failure must not stop the others
+            dataset.mask_unavailable[path.stem] = f"segmentation failed: {type(err).__name__}: {_one_line(err)}"
+            counts["unavailable"] += 1
+            log.warning("%s: %s", path, dataset.mask_unavailable[path.stem])
+            continue
         counts["found" if found else "nothing"] += 1
-    log.info("automatic masks: %d images had none; %d segmented, %d with no %s found (cached in %s)",
-             counts["missing"], counts["found"], counts["nothing"], cfg.category, cache_dir)
+    log.info("automatic masks: %d images had none; %d segmented, %d with no %s found, %d failed (cached in %s)",
+             counts["missing"], counts["found"], counts["nothing"], cfg.category, counts["unavailable"], cache_dir)
     return counts

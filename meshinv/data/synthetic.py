@@ -39,7 +39,8 @@ from ..geometry.camera import (
 from ..geometry.template import MeshTemplate, TemplateConfig, build_template
 from ..render.renderer import MeshRenderer
 from ..utils.io import json_text, save_image, save_json, save_npz
-from .folder import FolderDataset, read_image
+from ..utils.images import read_image
+from .folder import FolderDataset
 from .preprocess import CropConfig, bbox_from_mask, crop_square, resize_square
 from .sample import DataError, PixelCamera, Sample
 from .synthetic_shapes import DeformationFitter, instance_params, make_species, species_texture, species_vertices
@@ -327,7 +328,7 @@ class SyntheticDataset(FolderDataset):
 
     def __getitem__(self, index: int) -> Sample:
         sample, box = self._load(index)
-        stem = sample.image_id
+        stem = self.image_paths[index].stem
         gt_path = self.root / "gt" / f"{stem}.npz"
         try:
             with np.load(gt_path) as gt:

@@ -6,7 +6,9 @@
     write_outputs(result, out_dir, cfg) -> metrics.json, report.md, report_grid.png
 
 An image folder is evaluated when it holds result.pt; a folder without one, or with a file that
-cannot be read, is recorded as failed with its reason and the others go on. Dataset samples are
+cannot be read, is recorded as failed with its reason and the others go on. Images that the
+inversion itself failed on (its summary.json records them with their reasons) are counted and listed
+apart, so that the report accounts for every image the inversion was given. Dataset samples are
 matched by image id and cropped at each record's image_size, so the ground truth lines up with what
 the inversion saw.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -29,18 +32,17 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
 from ..data.datasets import open_dataset
-from ..data.folder import read_image
 from ..data.sample import Sample
 from ..data.synthetic import SyntheticDataset
 from ..geometry.template import MeshTemplate
 from ..inversion.results import RESULT_FILE, InversionRecord, load_record, saved_run_config
+from ..inversion.run import SUMMARY_FILE
 from ..render.renderer import MeshRenderer
 from ..render.views import render_turntable
-from ..utils.images import save_grid
+from ..utils.images import read_image_tensor, read_mask, save_grid
 from ..utils.io import save_json, save_text
 from .config import EvaluationConfig
 from .metrics import METRIC_INFO, DatasetMetricEnv, EvaluationContext, MissingInputError, get_metric
@@ -76,6 +78,7 @@ class EvaluationResult:
     dataset_kind: Optional[str] = None      # cub, p3d, synthetic, folder (None: no dataset)
     fid_network: Optional[str] = None       # the Inception the FIDs were computed with
     dataset_errors: dict[str, str] = field(default_factory=dict)  # dataset-level metric -> why it has no value
+    inversion_failed: dict[str, str] = field(default_factory=dict)  # image id -> why the inversion failed on it
     grid: list[tuple[str, torch.Tensor]] = field(default_factory=list, repr=False)  # (id, (K, 3, S, S))
     grid_columns: list[str] = field(default_factory=list)
 
@@ -87,11 +90,12 @@ class EvaluationResult:
             "results_dir": self.results_dir, "data_dir": self.data_dir, "metrics": self.metrics,
             "means": {k: finite(v) for k, v in self.means.items()},
             "counts": {"images": self.images, "evaluated": len(self.per_image), "failed": len(self.failed),
-                       "per_metric": self.counts},
+                       "inversion_failed": len(self.inversion_failed), "per_metric": self.counts},
             "higher_is_better": {m: METRIC_INFO[m].higher_is_better for m in self.metrics},
             "dataset_level": [m for m in self.metrics if METRIC_INFO[m].level == "dataset"],
             "dataset_kind": self.dataset_kind, "fid_network": self.fid_network, "dataset_errors": self.dataset_errors,
-            "skipped": self.skipped, "failed": self.failed, "metric_errors": self.metric_errors,
+            "skipped": self.skipped, "failed": self.failed, "inversion_failed": self.inversion_failed,
+            "metric_errors": self.metric_errors,
             "per_image": {i: {k: finite(v) for k, v in values.items()} for i, values in self.per_image.items()},
         }
 
@@ -106,6 +110,24 @@ def find_result_ids(results_dir: str | os.PathLike) -> list[str]:
     names = (RESULT_FILE,) + RESULT_IMAGE_FILES
     return sorted(p.name for p in root.iterdir()
                   if p.is_dir() and not p.name.startswith(".") and any((p / n).is_file() for n in names))
+
+
+def inversion_failures(results_dir: str | os.PathLike) -> dict[str, str]:
+    """{image id: reason} for the images that the inversion's summary.json records as failed and that
+    have no result; {} when there is no readable summary (e.g. results written by the library call)."""
+    path = Path(results_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return {}
+    try:
+        images = json.loads(path.read_text()).get("images")
+    except (OSError, ValueError, AttributeError) as e:
+        log.warning("%s: cannot read the inversion's summary (%s); its failed images are not counted", path, e)
+        return {}
+    if not isinstance(images, dict):
+        return {}
+    return {str(image_id): str(entry.get("reason", "")) for image_id, entry in sorted(images.items())
+            if isinstance(entry, dict) and entry.get("status") == "failed"
+            and not (Path(results_dir) / str(image_id) / RESULT_FILE).is_file()}
 
 
 def inversion_crop(results_dir: str | os.PathLike, crop):
@@ -178,18 +200,6 @@ class _SampleLookup:
         return self.by_size[size][self.index[image_id]]
 
 
-def read_image_png(path: Path) -> torch.Tensor:
-    """(3, H, W) in [-1, 1] from an image file."""
-    return torch.from_numpy(read_image(path)).permute(2, 0, 1) * 2 - 1
-
-
-def read_mask_png(path: Path) -> torch.Tensor:
-    """(1, H, W) float in {0, 1} from a mask image."""
-    with Image.open(path) as image:
-        mask = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    return torch.from_numpy((mask > 0.5).astype(np.float32))[None]
-
-
 # -- evaluation --------------------------------------------------------------------------------------------
 
 def _reason(error: BaseException, limit: int = 300) -> str:
@@ -247,7 +257,12 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
     names = list(dict.fromkeys(cfg.metrics))
     for name in names:
         get_metric(name)  # an unknown name fails before any work
-    ids = find_result_ids(results_dir)
+    inversion_failed = inversion_failures(results_dir)
+    if inversion_failed:
+        log.warning("%d images failed in the inversion (listed in metrics.json and report.md, reasons from %s)",
+                    len(inversion_failed), results_dir / SUMMARY_FILE)
+    # A folder the failed inversion left behind (without result.pt) is that failure, not an evaluation one.
+    ids = [i for i in find_result_ids(results_dir) if i not in inversion_failed]
     if cfg.limit is not None:
         ids = ids[:cfg.limit]
     data_dir = None
@@ -297,11 +312,11 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
             sample = lookup.get(image_id, size) if lookup is not None else None
             # The mask the inversion fitted; else the dataset's, cropped the same way.
             target_path = folder / "target_mask.png"
-            target = read_mask_png(target_path) if target_path.is_file() else None
+            target = torch.from_numpy(read_mask(target_path))[None] if target_path.is_file() else None
             if target is None and sample is not None:
                 target = sample.mask
             input_path = folder / "input.png"
-            image = read_image_png(input_path) if input_path.is_file() else None
+            image = read_image_tensor(input_path) if input_path.is_file() else None
             if image is None and sample is not None:
                 image = sample.image
         except Exception as e:  # noqa: BLE001 -- one bad image must not stop the others
@@ -369,7 +384,8 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
         fid_network = network_name(env.feature_extractor)
     return EvaluationResult(str(results_dir), data_dir, active, per_image, means, counts, skipped, failed,
                             metric_errors, len(ids), dataset_kind=_dataset_kind(dataset), fid_network=fid_network,
-                            dataset_errors=dataset_errors, grid=grid, grid_columns=columns)
+                            dataset_errors=dataset_errors, inversion_failed=inversion_failed, grid=grid,
+                            grid_columns=columns)
 
 
 def evaluate_results(results_dir: str | os.PathLike, dataset=None, *, template: MeshTemplate,
@@ -386,7 +402,7 @@ def _tile(path: Path, size: int) -> torch.Tensor:
     """(3, size, size) in [-1, 1] from an image file; mid grey (0) if it is missing."""
     if not path.is_file():
         return torch.zeros(3, size, size)
-    image = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None] * 2 - 1
+    image = read_image_tensor(path)[None]
     return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False,
                          antialias=image.shape[-1] > size)[0].clamp(-1, 1)
 
@@ -441,7 +457,9 @@ def paper_comparison(result: EvaluationResult) -> list[str]:
 
 def report_markdown(result: EvaluationResult, cfg: EvaluationConfig, grid_name: Optional[str]) -> str:
     lines = [f"# Evaluation of `{result.results_dir}`", ""]
-    lines.append(f"{result.images} image folders: {len(result.per_image)} evaluated, {len(result.failed)} failed. "
+    total = result.images + len(result.inversion_failed)
+    lines.append(f"{total} images: {len(result.per_image)} evaluated, {len(result.inversion_failed)} failed in the "
+                 f"inversion, {len(result.failed)} could not be evaluated. "
                  f"Dataset: {f'`{result.data_dir}`' if result.data_dir else 'none (result folders only)'}.")
     lines += ["", "| metric | value | images | better | what |", "| --- | --- | --- | --- | --- |"]
     for name in result.metrics:
@@ -467,8 +485,11 @@ def report_markdown(result: EvaluationResult, cfg: EvaluationConfig, grid_name: 
         for value, image_id in worst:
             rest = [_format(result.per_image[image_id].get(m)) for m in others]
             lines.append(f"| {image_id} | {_format(value)} | " + " | ".join(rest) + " |")
+    if result.inversion_failed:
+        lines += ["", "## Images the inversion failed on", ""]
+        lines += [f"- {i}: {why}" for i, why in result.inversion_failed.items()]
     if result.failed:
-        lines += ["", "## Failed images", ""] + [f"- {i}: {why}" for i, why in result.failed.items()]
+        lines += ["", "## Images that could not be evaluated", ""] + [f"- {i}: {why}" for i, why in result.failed.items()]
     if result.metric_errors:
         lines += ["", "## Missing values", ""]
         lines += [f"- {i} {m}: {why}" for i, errors in result.metric_errors.items() for m, why in errors.items()]

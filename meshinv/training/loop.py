@@ -28,7 +28,7 @@ from ..models.generator import ConvMeshGenerator, ema_alpha, truncated_normal, u
 from ..render.renderer import MeshRenderer
 from ..render.views import render_turntable
 from ..utils.config import to_dict
-from ..utils.images import save_grid
+from ..utils.images import read_image_tensor, save_grid
 from ..utils.io import save_json
 from .config import ModelConfig, PretrainConfig
 from .distributed import (
@@ -346,7 +346,7 @@ class Pretrainer:
                     writer.add_scalar("lr/d", cfg.lr_d * factor, it)
                 if it % cfg.sample_every == 0 or it == total:
                     self.sample_grid(self.out_dir / "samples" / f"{it:07d}.png")
-                    writer.add_image("samples", _read_png(self.out_dir / "samples" / f"{it:07d}.png"), it)
+                    writer.add_image("samples", (read_image_tensor(self.out_dir / "samples" / f"{it:07d}.png") + 1) / 2, it)
             if it % cfg.frechet_every == 0 or it == total:
                 distances = self.frechet_distances() if self.context.is_main else None
                 if distances:
@@ -375,14 +375,6 @@ class Pretrainer:
             save_json(self.out_dir / "summary.json", summary)
             writer.close()
         return summary
-
-
-def _read_png(path: Path) -> torch.Tensor:
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
 
 
 def pretrain(model_cfg: ModelConfig, cfg: PretrainConfig, template_cfg: TemplateConfig, device: torch.device,
