@@ -38,6 +38,7 @@ from ..geometry.camera import WeakPerspectiveCamera
 from ..geometry.template import MeshTemplate
 from ..render.rasterizer import rasterize
 from ..render.shading import covered_pixels
+from ..utils.config import at_least, require, within
 from ..utils.io import save_npz
 from .sample import DataError
 
@@ -147,6 +148,13 @@ class PseudoGTConfig:
     convert_convmesh: Optional[str] = None   # its pseudogt_<T>x<T>/ folder
     convmesh_poses: Optional[str] = None     # its cache/poses_metadata.npz (cameras)
     convert_out: Optional[str] = None        # where our files go
+
+    def validate(self) -> None:
+        at_least(self, 1, "texture_size", "batch_size")
+        at_least(self, 0, "depth_tolerance")
+        within(self, -1, 1, "min_facing")  # a cosine
+        require(not self.convert_convmesh or bool(self.convert_out), "convert_out",
+                "must be given with convert_convmesh (--out: the folder for our converted files)")
 
 
 def build_pseudogt_folder(dataset, template: MeshTemplate, cfg: PseudoGTConfig, out_folder: str | os.PathLike,

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import yaml
 
+from ..utils.config import RUN_CONFIG_FILE, changed_settings, saved_run_config  # noqa: F401 (re-exported)
 from ..utils.io import save_torch
 
 RESULT_FILE = "result.pt"
@@ -106,39 +106,12 @@ def iter_records(out_dir: str | os.PathLike, ids: Optional[list[str]] = None):
         yield image_id, load_record(Path(out_dir) / image_id)
 
 
-RUN_CONFIG_FILE = "config.yaml"  # the resolved config scripts/invert.py writes into its output folder
-
-
-def saved_run_config(out_dir: str | os.PathLike) -> Optional[dict]:
-    """The resolved config (a plain dict) of the inversion run that wrote `out_dir`, or None."""
-    path = Path(out_dir) / RUN_CONFIG_FILE
-    if not path.is_file():
-        return None
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
-
-
 # Settings that decide which images a run covers or how it is logged, not what an image's result is.
 _RUN_ONLY_SETTINGS = {"inversion.limit", "inversion.image_ids", "inversion.out_dir", "inversion.tensorboard",
                       "inversion.batch_size"}
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def changed_result_settings(previous: dict, current: dict, sections=("inversion", "template")) -> list[str]:
     """The settings (dotted keys) in `sections` of two resolved configs that differ and change what
     an image's result is: a resumed run that skips finished images must not mix them."""
-    old = _flatten({k: previous.get(k) or {} for k in sections})
-    new = _flatten({k: current.get(k) or {} for k in sections})
-    return sorted(key for key in old.keys() | new.keys()
-                  if key not in _RUN_ONLY_SETTINGS and old.get(key) != new.get(key))
-
+    return changed_settings(previous, current, sections, ignore=_RUN_ONLY_SETTINGS)

@@ -32,7 +32,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,8 @@ CHECKPOINT_VERSION = 1
 _RESERVED = {"format", "format_version", "model_config", "model"}
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
-ROTATION_HEADS = ("quaternion", "6d")
+RotationHead = Literal["quaternion", "6d"]
+ROTATION_HEADS = get_args(RotationHead)
 
 
 def rotation_from_6d(x: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Literal, Optional, get_args
 
 import numpy as np
 import torch
@@ -45,16 +45,18 @@ from ..data.preprocess import CropConfig, mirror_ndc_camera
 from ..data.sample import DataError, Sample
 from ..geometry.camera import WeakPerspectiveCamera, normalize_quaternion, quaternion_to_matrix
 from ..geometry.template import MeshTemplate, TemplateConfig, build_template
-from ..models.camera import CameraPredictor, save_camera_predictor
+from ..models.camera import CameraPredictor, RotationHead, save_camera_predictor
 from ..render.renderer import MeshRenderer
-from ..utils.config import to_dict
+from ..utils.config import at_least, greater_than, require, to_dict, within
 from ..utils.io import save_json
+from .config import check_adam_betas
 from .loop import finite_loss
 
 log = logging.getLogger(__name__)
 
-LATEST = "checkpoint-latest.pt"
-LR_DECAYS = ("none", "cosine")
+LrDecay = Literal["none", "cosine"]
+RotationLoss = Literal["quaternion", "matrix"]
+ROTATION_LOSSES = get_args(RotationLoss)
 FINAL = "camera_predictor.pt"
 TRUSTED_IOU = 0.7  # SPEC section 6: inversion uses a predicted camera only above this overlay IoU
 
@@ -68,6 +70,9 @@ class CameraPredictConfig:
     out: Optional[str] = None          # None: <data>/cmr_pred_cam.pth; --out
     batch_size: int = 32
     auto_masks: bool = False           # segment images without masks/<stem>.png first (the `segment` section)
+
+    def validate(self) -> None:
+        at_least(self, 1, "batch_size")
 
 
 @dataclass
@@ -89,10 +94,10 @@ class CameraTrainConfig:
     max_steps: int = 3000
     lr: float = 1.0e-4                 # Adam, CMR's settings
     betas: tuple[float, float] = (0.9, 0.999)
-    rotation_head: str = "quaternion"  # quaternion (CMR) | 6d (continuous; meshinv.models.camera)
+    rotation_head: RotationHead = "quaternion"  # quaternion (CMR) | 6d (continuous; meshinv.models.camera)
     masked_input: bool = False         # predict from the masked object (background -> white); needs masks
-    rotation_loss: str = "quaternion"  # quaternion: CMR's 1 - |<q, q_gt>| | matrix: |R - R_gt|_F^2
-    lr_decay: str = "none"             # none (CMR) | cosine: lr * (1 + cos(pi t / max_steps)) / 2
+    rotation_loss: RotationLoss = "quaternion"  # quaternion: CMR's 1 - |<q, q_gt>| | matrix: |R - R_gt|_F^2
+    lr_decay: LrDecay = "none"         # none (CMR) | cosine: lr * (1 + cos(pi t / max_steps)) / 2
     rotation_weight: float = 1.0
     scale_translation_weight: float = 1.0
     mirror: bool = True                # mirror half of the images (with their cameras)
@@ -105,6 +110,25 @@ class CameraTrainConfig:
     eval_batch_size: int = 32
     mean_shape: Optional[str] = None   # .npz with `vertices` (V, 3) [+ `faces`] or `deformation_map` (3, H, W)
     predict: CameraPredictConfig = field(default_factory=CameraPredictConfig)
+
+    # What a resumed run may change: where it writes, how long it runs (a cosine decay then follows
+    # the new length), what it logs and evaluates, and prediction (a separate script).
+    RUN_ONLY: ClassVar[tuple[str, ...]] = (
+        "out_dir", "max_steps", "num_workers", "allow_random_trunk", "log_every", "eval_split", "eval_every",
+        "checkpoint_every", "eval_batch_size", "predict")
+
+    def validate(self) -> None:
+        require(self.dataset in CAMERA_DATASETS, "dataset",
+                f"must be one of {', '.join(sorted(CAMERA_DATASETS))} (or a reader registered with "
+                f"register_camera_dataset), got {self.dataset!r}")
+        require(self.image_size >= 64 and self.image_size % 64 == 0, "image_size",
+                f"must be a positive multiple of 64, got {self.image_size}")
+        at_least(self, 1, "feature_dim", "batch_size", "max_steps", "log_every", "checkpoint_every", "eval_batch_size")
+        at_least(self, 0, "padding", "rotation_weight", "scale_translation_weight", "shift", "num_workers",
+                 "eval_every")
+        greater_than(self, 0, "lr")
+        within(self, 0, 0.99, "zoom")  # 1 would allow a zoom factor of 0
+        check_adam_betas(self)
 
     def crop(self) -> CropConfig:
         # No box jitter at decode time: images are cached once; the zoom/shift augmentation replaces it.
@@ -239,8 +263,6 @@ class Augmentation:
 
 
 # -- loss and metrics -----------------------------------------------------------------------------
-
-ROTATION_LOSSES = ("quaternion", "matrix")
 
 
 def camera_loss(pred: torch.Tensor, target: torch.Tensor, rotation_weight: float = 1.0,
@@ -483,9 +505,6 @@ class CameraTrainer:
         log.info("overlay IoU shape: %s", self.shape.source)
 
         torch.manual_seed(cfg.seed)  # the heads' initialisation
-        if cfg.rotation_loss not in ROTATION_LOSSES or cfg.lr_decay not in LR_DECAYS:
-            raise ValueError(f"camera.rotation_loss {cfg.rotation_loss!r} (one of {ROTATION_LOSSES}) or camera.lr_decay "
-                             f"{cfg.lr_decay!r} (one of {LR_DECAYS}) unknown")
         self.model = CameraPredictor(cfg.image_size, cfg.feature_dim, pretrained_trunk=cfg.pretrained_trunk and
                                      load_pretrained, allow_random_trunk=cfg.allow_random_trunk,
                                      rotation_head=cfg.rotation_head, masked_input=cfg.masked_input,
