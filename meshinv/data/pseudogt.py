@@ -287,16 +287,21 @@ class PseudoGTDataset(torch.utils.data.Dataset):
 
 def convert_convmesh_pseudogt(src_folder: str | os.PathLike, dst_folder: str | os.PathLike,
                               poses_metadata: Optional[str | os.PathLike] = None,
-                              class_ids: Optional[list[int]] = None) -> int:
+                              class_ids: Optional[list[int]] = None, *, trust_pickled_files: bool = False) -> int:
     """One-time conversion of ConvMesh's released `pseudogt_<T>x<T>/<index>.npz` (each a pickled dict
-    of torch tensors) into our format. Unpickling runs code from the file: only convert downloads
-    you trust. Cameras come from `cache/poses_metadata.npz` (scale, translation, rotation as
-    quaternion rows) when given, class ids from `class_ids` (one per index). Returns the count."""
+    of torch tensors) into our format. Unpickling runs whatever code the files hold, so it is
+    refused unless `trust_pickled_files` (the caller vouches for the files' origin). Cameras come
+    from `cache/poses_metadata.npz` (scale, translation, rotation as quaternion rows) when given,
+    class ids from `class_ids` (one per index). Returns the count."""
     src, dst = Path(src_folder), Path(dst_folder)
+    if not trust_pickled_files:
+        raise DataError(f"{src}: ConvMesh's pseudo-GT files are Python pickles, and unpickling runs whatever code "
+                        "they hold; convert only files you trust, and say so with --trust-pickled-files "
+                        "(trust_pickled_files=True)")
     paths = sorted(src.glob("*.npz"), key=lambda p: int(p.stem) if p.stem.isdigit() else p.stem)
     if not paths:
         raise DataError(f"{src}: no .npz files to convert")
-    log.warning("unpickling %d ConvMesh pseudo-GT files from %s (trusted download only)", len(paths), src)
+    log.warning("unpickling %d ConvMesh pseudo-GT files from %s (trusted, as the caller said)", len(paths), src)
     poses = None
     if poses_metadata is not None:
         poses = np.load(poses_metadata, allow_pickle=True)["data"].item()

@@ -47,10 +47,10 @@ from ..geometry.camera import WeakPerspectiveCamera, normalize_quaternion, quate
 from ..geometry.template import MeshTemplate, TemplateConfig, build_template
 from ..models.camera import CameraPredictor, RotationHead, save_camera_predictor
 from ..render.renderer import MeshRenderer
-from ..utils.config import at_least, greater_than, require, to_dict, within
+from ..utils.config import at_least, greater_than, require, to_dict, validate_config, within
 from ..utils.io import save_json
 from .config import check_adam_betas
-from .loop import finite_loss
+from .runs import LATEST, epoch_order, finite_loss, read_training_checkpoint, set_lr, timing_summary
 
 log = logging.getLogger(__name__)
 
@@ -476,11 +476,6 @@ def scheduled_lr(cfg: CameraTrainConfig, iteration: int) -> float:
     return cfg.lr
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
 class CameraTrainer:
     """The predictor, its optimiser, the cached data and the loop state of one training run."""
 
@@ -518,8 +513,7 @@ class CameraTrainer:
     # -- data order ------------------------------------------------------------------------------------
     def batch_indices(self, iteration: int) -> list[int]:
         epoch, position = divmod(iteration, self.batches_per_epoch)
-        order = torch.randperm(len(self.train_data), generator=torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch))
-        return order[position * self.cfg.batch_size:(position + 1) * self.cfg.batch_size].tolist()
+        return epoch_order(len(self.train_data), self.cfg.seed, epoch)[position * self.cfg.batch_size:(position + 1) * self.cfg.batch_size].tolist()
 
     def augmentation(self, iteration: int) -> Augmentation:
         generator = torch.Generator().manual_seed(self.cfg.seed * 1000003 + iteration + 1)
@@ -535,7 +529,7 @@ class CameraTrainer:
                                                  "history": self.history})
 
     def resume(self, path: Path) -> None:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = read_training_checkpoint(path, ["model", "optimizer", "iteration"], "camera training")
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.iteration = int(checkpoint["iteration"])
@@ -554,7 +548,7 @@ class CameraTrainer:
         if masks is not None:
             masks = augmentation.images(masks, fill=0.0)
         targets = augmentation.cameras(cameras)
-        _set_lr(self.optimizer, self.learning_rate(iteration))
+        set_lr(self.optimizer, self.learning_rate(iteration))
         self.optimizer.zero_grad(set_to_none=True)
         pred, rotation = self.model.predict(images, masks)
         losses = camera_loss(pred, targets, cfg.rotation_weight, cfg.scale_translation_weight, cfg.rotation_loss,
@@ -602,9 +596,7 @@ class CameraTrainer:
         evaluation = self._record_evaluation(writer, self.iteration)
         writer.close()
         save_camera_predictor(self.out_dir / FINAL, self.model, self.extra())
-        summary = {"iterations": self.iteration, "epochs": round(self.iteration / self.batches_per_epoch, 3),
-                   "seconds_this_run": round(seconds, 1),
-                   "seconds_per_iteration": round(seconds / max(1, self.iteration - start_iteration), 3),
+        summary = {**timing_summary(self.iteration, self.batches_per_epoch, seconds, start_iteration),
                    "losses": running, "trunk_initialisation": self.trunk_initialisation,
                    "overlay_shape": self.shape.source, "train_images": len(self.train_data),
                    "evaluation_split": cfg.eval_split, "evaluation": evaluation, "checkpoint": str(self.out_dir / FINAL)}
@@ -632,8 +624,11 @@ def train_camera(cfg: CameraTrainConfig, template_cfg: TemplateConfig, device: t
 
     Writes <out_dir>/checkpoint-latest.pt (full state, every `checkpoint_every` steps),
     camera_predictor.pt (the model, for load_camera_predictor / scripts/predict_cameras.py),
-    tensorboard/ and summary.json (final held-out errors).
+    tensorboard/ and summary.json (final held-out errors). The settings are validated first;
+    scripts/train_camera.py guards the folder with `prepare_run_folder` before calling this.
     """
+    validate_config(cfg, "camera")
+    validate_config(template_cfg, "template")
     latest = Path(cfg.out_dir) / LATEST
     resuming = resume and latest.is_file()
     if resume and not resuming:
