@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from meshinv.config import ExperimentConfig
+from meshinv.models.checkpoints import CheckpointError
 from meshinv.training import RunFolderError, prepare_run_folder, pretrain
 from meshinv.training.distributed import launched_rank
 from meshinv.utils.config import parse_cli, to_dict
@@ -37,11 +38,11 @@ def main() -> int:
     setup_logging(args.log_level, out / "log.txt" if main_process else None)
     try:
         prepare_run_folder(out, cfg, SECTIONS, resume=args.resume, force=args.force, write=main_process)
-    except RunFolderError as err:
+        summary = pretrain(cfg.model, cfg.pretrain, cfg.template, resolve_device(cfg.device), resume=args.resume,
+                           experiment={"name": cfg.name, "template": to_dict(cfg.template)})
+    except (RunFolderError, CheckpointError) as err:  # the folder's run, or a damaged checkpoint-latest.pt
         log.error("%s", err)
         return 1
-    summary = pretrain(cfg.model, cfg.pretrain, cfg.template, resolve_device(cfg.device), resume=args.resume,
-                       experiment={"name": cfg.name, "template": to_dict(cfg.template)})
     if main_process:
         log.info("done: %s", summary)
     return 0

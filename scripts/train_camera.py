@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from meshinv.config import ExperimentConfig
+from meshinv.models.checkpoints import CheckpointError
 from meshinv.training.camera import train_camera
 from meshinv.training.runs import RunFolderError, prepare_run_folder
 from meshinv.utils.config import parse_cli, to_dict
@@ -37,11 +38,11 @@ def main() -> int:
     setup_logging(args.log_level, out / "log.txt")
     try:
         prepare_run_folder(out, cfg, SECTIONS, resume=args.resume, force=args.force)
-    except RunFolderError as err:
+        summary = train_camera(cfg.camera, cfg.template, resolve_device(cfg.device), resume=args.resume,
+                               experiment={"name": cfg.name, "template": to_dict(cfg.template)})
+    except (RunFolderError, CheckpointError) as err:  # the folder's run, or a damaged checkpoint-latest.pt
         log.error("%s", err)
         return 1
-    summary = train_camera(cfg.camera, cfg.template, resolve_device(cfg.device), resume=args.resume,
-                           experiment={"name": cfg.name, "template": to_dict(cfg.template)})
     log.info("done: %s", summary["evaluation"])
     return 0
 

@@ -153,6 +153,13 @@ def test_a_run_folder_is_not_overwritten_nor_resumed_with_other_settings(pseudog
     assert result.returncode == 0, result.stderr
     assert torch.load(out / LATEST, weights_only=True)["iteration"] == 1
 
+    # A damaged checkpoint is named, without a traceback.
+    data = (out / LATEST).read_bytes()
+    (out / LATEST).write_bytes(data[:len(data) // 2])
+    result = _run_script(*_script_args(pseudogt, out, "--set", "pretrain.max_steps=2", "--resume"))
+    assert result.returncode == 1 and f"{out / LATEST} is damaged" in result.stderr
+    assert "Traceback" not in result.stderr
+
 
 def test_prepare_run_folder(tmp_path):
     out = tmp_path / "run"

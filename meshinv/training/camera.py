@@ -47,7 +47,7 @@ from ..geometry.camera import WeakPerspectiveCamera, normalize_quaternion, quate
 from ..geometry.template import MeshTemplate, TemplateConfig, build_template
 from ..models.camera import CameraPredictor, RotationHead, save_camera_predictor
 from ..render.renderer import MeshRenderer
-from ..utils.config import at_least, greater_than, require, to_dict, validate_config, within
+from ..utils.config import at_least, check, greater_than, require, to_dict, validate_config
 from ..utils.io import save_json
 from .config import check_adam_betas
 from .runs import LATEST, epoch_order, finite_loss, read_training_checkpoint, set_lr, timing_summary
@@ -127,7 +127,7 @@ class CameraTrainConfig:
         at_least(self, 0, "padding", "rotation_weight", "scale_translation_weight", "shift", "num_workers",
                  "eval_every")
         greater_than(self, 0, "lr")
-        within(self, 0, 0.99, "zoom")  # 1 would allow a zoom factor of 0
+        check(self, ["zoom"], lambda v: 0 <= v < 1, "in [0, 1)")  # the zoom factor 1 - zoom stays positive
         check_adam_betas(self)
 
     def crop(self) -> CropConfig:
@@ -513,7 +513,8 @@ class CameraTrainer:
     # -- data order ------------------------------------------------------------------------------------
     def batch_indices(self, iteration: int) -> list[int]:
         epoch, position = divmod(iteration, self.batches_per_epoch)
-        return epoch_order(len(self.train_data), self.cfg.seed, epoch)[position * self.cfg.batch_size:(position + 1) * self.cfg.batch_size].tolist()
+        order = epoch_order(len(self.train_data), self.cfg.seed, epoch)
+        return order[position * self.cfg.batch_size:(position + 1) * self.cfg.batch_size].tolist()
 
     def augmentation(self, iteration: int) -> Augmentation:
         generator = torch.Generator().manual_seed(self.cfg.seed * 1000003 + iteration + 1)
