@@ -6,9 +6,9 @@ parsed as YAML, so `--set train.lr=1e-4`, `--set data.views=[0,90]` and `--set o
 Unknown keys and values of the wrong type are errors that name the key, so a typo fails at once
 instead of being silently ignored.
 
-Once built, a config is validated as a whole (`validate_config`): every float must be finite (a
-section lists the fields that may not be in `NON_FINITE_OK`), every `Literal` field must hold one
-of its values, and each section's own `validate()` checks its ranges with the helpers below
+Once built, a config is validated as a whole (`validate_config`): every float must be finite
+(except in the fields a class lists in `NON_FINITE_OK`), every `Literal` field must hold one of its
+values, and each section's own `validate()` checks its ranges with the helpers below
 (`at_least`, `greater_than`, `within`, ...), which raise a `SettingError` naming the field; the
 walk prefixes the section's path, so the message names the full key ("pretrain.batch_size must be
 >= 1, got 0"). `parse_cli` validates before --dry-run prints, so a dry run refuses exactly what a
@@ -25,10 +25,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import sys
-import math
 import types
 import typing
 from pathlib import Path
