@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
+
 from .data.pseudogt import PseudoGTConfig
 from .data.segment import SegmentConfig
 from .data.synthetic import SyntheticConfig
@@ -18,6 +20,7 @@ from .geometry.template import TemplateConfig
 from .inversion.config import InversionConfig
 from .training.camera import CameraTrainConfig
 from .training.config import ModelConfig, PretrainConfig
+from .utils.config import at_least, greater_than, require
 
 
 @dataclass
@@ -32,6 +35,11 @@ class SampleConfig:
     truncation_sigma: Optional[float] = None             # None = model.truncation_sigma
     image_size: int = 128
     azimuths: list[float] = field(default_factory=lambda: [0.0, 90.0, 180.0, 270.0])
+
+    def validate(self) -> None:
+        at_least(self, 1, "count", "image_size")
+        at_least(self, 0, "classes")
+        greater_than(self, 0, "truncation_sigma")
 
 
 @dataclass
@@ -48,3 +56,15 @@ class ExperimentConfig:
     segment: SegmentConfig = field(default_factory=SegmentConfig)          # automatic masks
     inversion: InversionConfig = field(default_factory=InversionConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def validate(self) -> None:
+        require(self.device == "auto" or _is_device(self.device), "device",
+                f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+def _is_device(name: str) -> bool:
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        return False
+    return True

@@ -1,21 +1,25 @@
 """Build pseudo-ground-truth UV maps for pretraining (or convert ConvMesh's released ones).
 
     python scripts/build_pseudogt.py --config configs/synthetic.yaml [--split train]
-    python scripts/build_pseudogt.py --convert-convmesh DIR/pseudogt_512x512 --poses DIR/cache/poses_metadata.npz --out OUT
+    python scripts/build_pseudogt.py --convert-convmesh DIR/pseudogt_512x512 --poses DIR/cache/poses_metadata.npz --out OUT --trust-pickled-files
 
 For the synthetic category the mesh and camera are the ground truth. Writes
-<dataset>/<split>/pseudogt_<T>x<T>/<image id>.npz and a report.json beside them.
+<dataset>/<split>/pseudogt_<T>x<T>/<image id>.npz and a report.json beside them. ConvMesh's files
+are pickles, which run whatever code they hold when loaded: the conversion needs
+--trust-pickled-files, saying that they come from a source you trust.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from meshinv.config import ExperimentConfig
 from meshinv.data.pseudogt import build_pseudogt_folder, convert_convmesh_pseudogt, pseudogt_dirname
 from meshinv.data.synthetic import SyntheticDataset
 from meshinv.data.preprocess import CropConfig
+from meshinv.data.sample import DataError
 from meshinv.geometry.template import build_template
 from meshinv.utils.config import parse_cli
 from meshinv.utils.io import save_json
@@ -24,18 +28,23 @@ from meshinv.utils.logging import setup_logging
 log = logging.getLogger("build_pseudogt")
 
 
-def main() -> None:
+def main() -> int:
     cfg, args = parse_cli(ExperimentConfig, __doc__.splitlines()[1], shortcuts={
         "--split": "pseudogt.split", "--convert-convmesh": "pseudogt.convert_convmesh",
-        "--poses": "pseudogt.convmesh_poses", "--out": "pseudogt.convert_out"})
+        "--poses": "pseudogt.convmesh_poses", "--out": "pseudogt.convert_out"},
+        flags={"--trust-pickled-files": "with --convert-convmesh: the files come from a source you trust (they are "
+                                        "pickles, which run whatever code they hold when loaded)"})
     pgt = cfg.pseudogt
     if pgt.convert_convmesh:
-        if not pgt.convert_out:
-            raise SystemExit("--convert-convmesh needs --out (the folder for our converted files)")
-        setup_logging(args.log_level, Path(pgt.convert_out) / "log.txt")
-        count = convert_convmesh_pseudogt(pgt.convert_convmesh, pgt.convert_out, pgt.convmesh_poses)
+        setup_logging(args.log_level, Path(pgt.convert_out) / "log.txt" if args.trust_pickled_files else None)
+        try:
+            count = convert_convmesh_pseudogt(pgt.convert_convmesh, pgt.convert_out, pgt.convmesh_poses,
+                                              trust_pickled_files=args.trust_pickled_files)
+        except DataError as err:
+            log.error("%s", err)
+            return 1
         log.info("converted %d files into %s", count, pgt.convert_out)
-        return
+        return 0
     root = Path(cfg.synthetic.out_dir) / pgt.split
     out = root / pseudogt_dirname(pgt.texture_size)
     setup_logging(args.log_level, out / "log.txt")
@@ -45,7 +54,8 @@ def main() -> None:
     save_json(out / "report.json", report)
     if report["failed"]:
         log.warning("%d images failed; see %s", len(report["failed"]), out / "report.json")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -289,3 +289,23 @@ def test_training_run_resume_checkpoint_and_predictions(synthetic, tmp_path, var
     stem = dataset.image_ids()[0]
     torch.testing.assert_close(written[stem]["pred_cam"], predictions[stem]["pred_cam"])
     assert written[stem]["pred_pose_overlay_iou"] == pytest.approx(predictions[stem]["pred_pose_overlay_iou"])
+
+
+def test_train_camera_refuses_to_overwrite_a_run_or_resume_it_with_other_settings(tmp_path):
+    from meshinv.config import ExperimentConfig
+    from meshinv.utils.config import load_config, save_config
+
+    out = tmp_path / "run"
+    save_config(load_config(ExperimentConfig, REPO_ROOT / "configs" / "synthetic.yaml", [f"camera.out_dir={out}"]),
+                out / "config.yaml")
+    save_torch(out / LATEST, {"iteration": 200})  # both refusals come before the checkpoint is read
+
+    def script(*extra):
+        return subprocess.run([sys.executable, "scripts/train_camera.py", "--config", "configs/synthetic.yaml",
+                               "--out", str(out), *extra], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+    result = script()
+    assert result.returncode == 1 and f"{out} already holds a run" in result.stderr and "--resume" in result.stderr
+    result = script("--resume", "--set", "camera.lr=0.001", "--set", "camera.max_steps=9000")  # the length may change
+    assert result.returncode == 1 and "other settings (camera.lr;" in result.stderr
+    assert torch.load(out / LATEST, weights_only=True) == {"iteration": 200}

@@ -10,7 +10,11 @@ from typing import Literal, Optional
 import pytest
 import yaml
 
-from meshinv.utils.config import ConfigError, dump_config, load_config, parse_cli, save_config, to_dict
+from conftest import REPO_ROOT
+from meshinv.utils.config import (
+    ConfigError, SettingError, at_least, changed_settings, dump_config, load_config, parse_cli, run_only_settings,
+    save_config, saved_run_config, to_dict, validate_config,
+)
 from meshinv.utils.io import atomic_write, save_text
 from meshinv.utils.weights import MissingWeightsError, find_weights, weight_search_dirs
 
@@ -184,6 +188,112 @@ def test_parse_cli_bad_key_exits_with_message(capsys):
         parse_cli(Config, "test", ["--set", "a.nope=1"])
     assert info.value.code == 2
     assert "a.nope" in capsys.readouterr().err
+
+
+# -- validation -----------------------------------------------------------------------------------------
+
+@dataclass
+class Stage:
+    steps: list[int] = field(default_factory=lambda: [5, 5])
+    lr: float = 0.1
+    best: float = 0.0
+    kind: Literal["adam", "sgd"] = "adam"
+    NON_FINITE_OK = ("best",)   # e.g. -inf as "no score yet"
+    RUN_ONLY = ("lr",)
+
+    def validate(self) -> None:
+        at_least(self, 1, "steps")
+
+
+@dataclass
+class Job:
+    stage: Stage = field(default_factory=Stage)
+    batch_size: int = 2
+    log_every: int = 1
+    RUN_ONLY = ("log_every",)
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise SettingError("batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("batch_size=0", "batch_size must be >= 1, got 0"),
+    ("stage.steps=[5, 0]", "stage.steps[1] must be >= 1, got 0"),           # nested section's own check
+    ("stage.lr=.nan", "stage.lr must be a finite number, got nan"),         # generic: every float
+    ("stage.lr=-.inf", "stage.lr must be a finite number, got -inf"),
+    ("stage.kind=adamw", "stage.kind must be one of 'adam', 'sgd', got 'adamw'"),
+])
+def test_settings_are_validated_naming_the_full_key(tmp_path, override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(Job, None, [override])
+    assert str(info.value) == f"defaults: {message}"
+
+
+def test_validation_also_checks_configs_built_in_python():
+    assert load_config(Job, None, ["stage.best=-.inf"]).stage.best == float("-inf")  # a field that opts in
+    with pytest.raises(SettingError, match="^stage.kind must be one of 'adam', 'sgd', got 'x'$"):
+        validate_config(Job(stage=Stage(kind="x")))
+    with pytest.raises(SettingError, match=r"^job.stage.steps\[0\] must be >= 1"):
+        validate_config(Job(stage=Stage(steps=[0])), "job")
+
+
+def test_dry_run_refuses_what_a_run_refuses(capsys):
+    for extra in ([], ["--dry-run"]):
+        with pytest.raises(SystemExit) as info:
+            parse_cli(Job, "test", ["--set", "stage.steps=[0]", *extra])
+        assert info.value.code == 2
+        assert "stage.steps[0] must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override,message", [
+    ("pretrain.batch_size=0", "pretrain.batch_size must be >= 1, got 0"),
+    ("pretrain.lr_g=.nan", "pretrain.lr_g must be a finite number, got nan"),
+    ("pretrain.lr_d=0", "pretrain.lr_d must be > 0, got 0"),
+    ("pretrain.ema_alpha=1.5", "pretrain.ema_alpha must be in [0, 1], got 1.5"),
+    ("pretrain.betas=[0.0, 1.0]", "pretrain.betas must be two numbers in [0, 1), got [0.0, 1.0]"),
+    ("camera.batch_size=0", "camera.batch_size must be >= 1, got 0"),
+    ("camera.lr=.inf", "camera.lr must be a finite number, got inf"),
+    ("camera.image_size=100", "camera.image_size must be a positive multiple of 64, got 100"),
+    ("camera.lr_decay=linear", "camera.lr_decay must be one of 'none', 'cosine', got 'linear'"),
+    ("camera.rotation_head=euler", "camera.rotation_head must be one of 'quaternion', '6d', got 'euler'"),
+    ("camera.predict.batch_size=0", "camera.predict.batch_size must be >= 1, got 0"),
+    ("model.norm=group", "model.norm must be one of 'batch', 'instance', 'none', got 'group'"),
+    ("model.mesh_resolution=12", "model.mesh_resolution must be a power of two >= 8, got 12"),
+    ("template.rings=1", "template.rings must be >= 2, got 1"),
+    ("sample.count=0", "sample.count must be >= 1, got 0"),
+    ("synthetic.splits={train: -1}", "synthetic.splits.train must be a whole number >= 0, got -1"),
+    ("synthetic.template.segments=30", "synthetic.template.segments must be a positive multiple of 4, got 30"),
+    ("synthetic.image_format=gif", "synthetic.image_format must be one of 'png', 'jpg', got 'gif'"),
+    ("pseudogt.batch_size=0", "pseudogt.batch_size must be >= 1, got 0"),
+    ("segment.category=cat", "segment.category must be one of 'bird', 'car', got 'cat'"),
+    ("segment.score_threshold=2", "segment.score_threshold must be in [0, 1], got 2.0"),
+    ("evaluation.limit=-1", "evaluation.limit must be >= 1, got -1"),
+    ("evaluation.crop.img_size=0", "evaluation.crop.img_size must be >= 1, got 0"),
+    ("evaluation.fid.batch_size=0", "evaluation.fid.batch_size must be >= 1, got 0"),
+    ("device=gpu", "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+])
+def test_every_section_of_the_experiment_is_validated(override, message):
+    from meshinv.config import ExperimentConfig
+
+    with pytest.raises(ConfigError) as info:
+        load_config(ExperimentConfig, REPO_ROOT / "configs" / "synthetic.yaml", [override])
+    assert message in str(info.value)
+
+
+def test_changed_settings_skip_the_run_only_ones(tmp_path):
+    job = Job()
+    assert run_only_settings(job, "job") == {"job.log_every", "job.stage.lr"}
+    before = {"job": to_dict(job)}
+    after = {"job": to_dict(Job(batch_size=3, log_every=7, stage=Stage(lr=0.5, steps=[5, 6])))}
+    assert changed_settings(before, after, ["job"]) == ["job.batch_size", "job.log_every", "job.stage.lr",
+                                                        "job.stage.steps"]
+    assert changed_settings(before, after, ["job"], run_only_settings(job, "job")) == ["job.batch_size",
+                                                                                        "job.stage.steps"]
+    assert changed_settings(before, after, ["job"], ["job.stage"]) == ["job.batch_size", "job.log_every"]
+    assert saved_run_config(tmp_path) is None
+    save_config(job, tmp_path / "config.yaml")
+    assert changed_settings({"job": saved_run_config(tmp_path)}, before, ["job"]) == []
 
 
 # -- atomic writes -------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""Pretraining: a short run writes every artefact, resuming equals not stopping, a SIGKILLed run
-resumes, two gloo processes keep identical replicas, and the Frechet signal is the FID formula."""
+"""Pretraining: a short run writes every artefact, resuming equals not stopping (bit for bit), a
+SIGKILLed run resumes, a run folder is neither overwritten nor resumed with other settings, bad
+settings are refused before any work, two gloo processes keep identical replicas, and the Frechet
+signal is the FID formula."""
 
 from __future__ import annotations
 
@@ -20,9 +22,13 @@ from meshinv.data.pseudogt import PseudoGTConfig, build_pseudogt_folder
 from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticGenerator, write_split
 from meshinv.geometry.template import TemplateConfig
 from meshinv.models import load_generator
-from meshinv.training import LATEST, ModelConfig, PCAFrechet, PretrainConfig, frechet_distance, pretrain
+from meshinv.config import ExperimentConfig
+from meshinv.training import (
+    LATEST, ModelConfig, PCAFrechet, PretrainConfig, RunFolderError, frechet_distance, prepare_run_folder, pretrain,
+)
 from meshinv.training.loop import _lr_factor
 from meshinv.training.loss import hinge_discriminator, hinge_generator, masked_mean
+from meshinv.utils.config import load_config, saved_run_config
 
 TINY_MODEL = dict(latent_dim=8, n_classes=8, texture_resolution=128, width_multiplier=0.0625, patch_base_channels=8)
 
@@ -79,9 +85,11 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(pseudogt, tmp_p
     pretrain(model, train_config(pseudogt, tmp_path / "split"), TemplateConfig(), torch.device("cpu"), resume=True)
     a = torch.load(tmp_path / "straight" / LATEST, weights_only=True)
     b = torch.load(tmp_path / "split" / LATEST, weights_only=True)
+    # Same process, same inputs, the restored random streams: equal bit for bit.
+    assert a["iteration"] == b["iteration"] == 6
     for key in ("generator", "generator_ema", "uv_discriminator", "patch_discriminator"):
         for name, value in a[key].items():
-            assert torch.allclose(value.float(), b[key][name].float(), atol=1e-6), (key, name)
+            assert torch.equal(value, b[key][name]), (key, name)
 
 
 def _script_args(pseudogt, out_dir, *extra):
@@ -115,6 +123,89 @@ def test_sigkilled_run_resumes_from_its_latest_checkpoint(pseudogt, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"resumed from {out / LATEST} at iteration {done}" in result.stderr
     assert torch.load(out / LATEST, weights_only=True)["iteration"] == done + 2
+
+
+def _run_script(*args):
+    return subprocess.run([sys.executable, "scripts/pretrain.py", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_run_folder_is_not_overwritten_nor_resumed_with_other_settings(pseudogt, tmp_path):
+    out = tmp_path / "run"
+    result = _run_script(*_script_args(pseudogt, out, "--set", "pretrain.max_steps=2"))
+    assert result.returncode == 0, result.stderr
+    before = (out / LATEST).read_bytes(), (out / "config.yaml").read_text()
+
+    # Starting again without --resume would overwrite checkpoint-latest.pt: refused, nothing written.
+    result = _run_script(*_script_args(pseudogt, out, "--set", "pretrain.max_steps=1"))
+    assert result.returncode == 1
+    assert f"{out} already holds a run" in result.stderr
+    assert "--resume" in result.stderr and "new out_dir" in result.stderr and "--force" in result.stderr
+    # Resuming with another batch size and learning rate: refused, naming them.
+    result = _run_script(*_script_args(pseudogt, out, "--set", "pretrain.batch_size=2", "--set", "pretrain.lr_g=0.01",
+                                       "--resume"))
+    assert result.returncode == 1
+    assert "other settings (pretrain.batch_size, pretrain.lr_g;" in result.stderr
+    assert ((out / LATEST).read_bytes(), (out / "config.yaml").read_text()) == before
+
+    # --force starts over (iteration 1 of the new run, not 2 of the old one).
+    result = _run_script(*_script_args(pseudogt, out, "--set", "pretrain.max_steps=1", "--force"))
+    assert result.returncode == 0, result.stderr
+    assert torch.load(out / LATEST, weights_only=True)["iteration"] == 1
+
+    # A damaged checkpoint is named, without a traceback.
+    data = (out / LATEST).read_bytes()
+    (out / LATEST).write_bytes(data[:len(data) // 2])
+    result = _run_script(*_script_args(pseudogt, out, "--set", "pretrain.max_steps=2", "--resume"))
+    assert result.returncode == 1 and f"{out / LATEST} is damaged" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_prepare_run_folder(tmp_path):
+    out = tmp_path / "run"
+
+    def config(*overrides):
+        return load_config(ExperimentConfig, None, [f"pretrain.out_dir={out}", *overrides])
+
+    sections = ("model", "pretrain", "template")
+    prepare_run_folder(out, config(), sections, resume=False)  # a new folder: recorded
+    assert saved_run_config(out)["pretrain"]["batch_size"] == 32
+    prepare_run_folder(out, config("pretrain.batch_size=4"), sections, resume=False)  # no checkpoint yet: nothing lost
+    (out / LATEST).write_bytes(b"state")
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        prepare_run_folder(out, config("pretrain.batch_size=4"), sections, resume=False)
+    with pytest.raises(RunFolderError, match="give one of them"):
+        prepare_run_folder(out, config("pretrain.batch_size=4"), sections, resume=True, force=True)
+    # How long it runs and what it logs may change on resume; the model, data order, optimiser may not.
+    prepare_run_folder(out, config("pretrain.batch_size=4", "pretrain.max_steps=50", "pretrain.log_every=3",
+                                   "pretrain.gt_dir=x", "sample.count=3", "device=cpu"), sections, resume=True)
+    assert saved_run_config(out)["pretrain"]["max_steps"] == 50
+    for override, key in (("model.latent_dim=16", "model.latent_dim"), ("pretrain.seed=1", "pretrain.seed"),
+                          ("template.rings=8", "template.rings"), ("pretrain.betas=[0.5, 0.9]", "pretrain.betas")):
+        with pytest.raises(RunFolderError, match=rf"other settings \({key};"):
+            prepare_run_folder(out, config("pretrain.batch_size=4", override), sections, resume=True)
+    # Checked by every process, written by the main one only.
+    prepare_run_folder(out, config("pretrain.batch_size=4", "pretrain.max_steps=60"), sections, resume=True,
+                       write=False)
+    assert saved_run_config(out)["pretrain"]["max_steps"] == 50
+    # --force deletes the old state, so that a later --resume cannot continue it under the new settings.
+    prepare_run_folder(out, config("pretrain.batch_size=8"), sections, resume=False, force=True)
+    assert not (out / LATEST).exists() and saved_run_config(out)["pretrain"]["batch_size"] == 8
+
+
+@pytest.mark.parametrize("script,override,message", [
+    ("pretrain.py", "pretrain.batch_size=0", "pretrain.batch_size must be >= 1, got 0"),
+    ("train_camera.py", "camera.rotation_loss=l1", "camera.rotation_loss must be one of 'quaternion', 'matrix'"),
+])
+def test_bad_settings_are_refused_by_dry_run_and_run_alike(tmp_path, script, override, message):
+    results = [subprocess.run([sys.executable, f"scripts/{script}", "--config", "configs/synthetic.yaml",
+                               "--set", f"pretrain.out_dir={tmp_path}", "--set", f"camera.out_dir={tmp_path}",
+                               "--set", override, *extra], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+               for extra in (["--dry-run"], [])]
+    for result in results:
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert results[0].stderr.splitlines()[-1] == results[1].stderr.splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []  # refused before any work
 
 
 def test_two_gloo_processes_keep_identical_replicas(pseudogt, tmp_path):

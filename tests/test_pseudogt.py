@@ -1,13 +1,19 @@
 """Pseudo-GT UV maps: the visible texture is the true one, re-rendering reproduces the photo, the
-UV mirror matches mirroring the photo, and the file formats (ours, ConvMesh's) round-trip."""
+UV mirror matches mirroring the photo, the file formats (ours, ConvMesh's) round-trip, and ConvMesh's
+pickles are only unpickled when the caller says it trusts them."""
 
 from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import REPO_ROOT
 from meshinv.data.preprocess import CropConfig
 from meshinv.data.pseudogt import (
     PseudoGTConfig, PseudoGTDataset, build_pseudogt_folder, build_pseudogt_textures, convert_convmesh_pseudogt,
@@ -145,9 +151,9 @@ def test_bad_files_are_clear_errors(tmp_path):
         PseudoGTDataset(tmp_path / "absent")
 
 
-def test_convmesh_release_is_converted_once(tmp_path):
+def _convmesh_release(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     """ConvMesh's files: np.savez of one pickled dict of torch tensors; poses_metadata likewise."""
-    src = tmp_path / "pseudogt_8x8"
+    src = folder / "pseudogt_8x8"
     src.mkdir()
     for index in range(2):
         image = torch.full((3, 16, 16), -1.0)
@@ -157,10 +163,48 @@ def test_convmesh_release_is_converted_once(tmp_path):
         np.savez(src / f"{index}.npz", data=np.array(data, dtype=object))
     poses = {"path": ["a.jpg", "b.jpg"], "scale": torch.tensor([0.7, 0.8]), "translation": torch.zeros(2, 2),
              "rotation": torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])}
-    np.savez(tmp_path / "poses_metadata.npz", data=np.array(poses, dtype=object))
-    count = convert_convmesh_pseudogt(src, tmp_path / "ours", tmp_path / "poses_metadata.npz", class_ids=[3, 5])
+    np.savez(folder / "poses_metadata.npz", data=np.array(poses, dtype=object))
+    return src, folder / "poses_metadata.npz"
+
+
+def test_convmesh_release_is_converted_once(tmp_path):
+    src, poses = _convmesh_release(tmp_path)
+    count = convert_convmesh_pseudogt(src, tmp_path / "ours", poses, class_ids=[3, 5], trust_pickled_files=True)
     assert count == 2
     item = load_pseudogt(tmp_path / "ours" / "1.npz")
     assert item["class_id"] == 5 and torch.allclose(item["camera"], torch.tensor([0.8, 0, 0, 0, 1.0, 0, 0]))
     assert item["mask_256"].sum() == 64
     assert torch.equal(masked_image(item["image_256"], item["mask_256"]), item["image_256"])
+
+
+class _TouchOnUnpickle:
+    """A pickle that creates a file when loaded: what any code in a pickled file could do."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.path,)
+
+
+def test_convmesh_pickles_are_unpickled_only_when_trusted(tmp_path):
+    src, _ = _convmesh_release(tmp_path)
+    marker = tmp_path / "code_ran"
+    np.savez(src / "2.npz", data=np.array({"image": _TouchOnUnpickle(marker)}, dtype=object))
+    with pytest.raises(DataError, match="trust_pickled_files"):
+        convert_convmesh_pseudogt(src, tmp_path / "ours", class_ids=[0, 0, 0])
+    assert not marker.exists() and not (tmp_path / "ours").exists()
+
+    def script(*extra):
+        return subprocess.run([sys.executable, "scripts/build_pseudogt.py", "--config", "configs/synthetic.yaml",
+                               "--convert-convmesh", str(src), "--out", str(tmp_path / "ours"), *extra],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+    result = script()
+    assert result.returncode == 1
+    assert "--trust-pickled-files" in result.stderr and "unpickling runs whatever code they hold" in result.stderr
+    assert not marker.exists() and not (tmp_path / "ours").exists()
+    (src / "2.npz").unlink()
+    result = script("--trust-pickled-files")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "ours").glob("*.npz")) == ["0.npz", "1.npz"]

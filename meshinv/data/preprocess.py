@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..geometry.camera import quaternion_to_matrix
+from ..utils.config import at_least, within
 from .sample import DataError, PixelCamera
 
 
@@ -28,6 +29,11 @@ class CropConfig:
     jitter: float = 0.0          # random box jitter, as a fraction of its size (CMR trains with 0.05)
     mask_threshold: float = 0.5  # resized masks are binarised at this value
     image_fill: float = 1.0      # value (in [0, 1]) outside the original image (CMR: 1, white)
+
+    def validate(self) -> None:
+        at_least(self, 1, "img_size")
+        at_least(self, 0, "padding", "jitter")
+        within(self, 0, 1, "mask_threshold", "image_fill")
 
 
 def bbox_from_mask(mask: np.ndarray, name: str = "mask") -> tuple[float, float, float, float]:

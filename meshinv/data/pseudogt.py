@@ -38,6 +38,7 @@ from ..geometry.camera import WeakPerspectiveCamera
 from ..geometry.template import MeshTemplate
 from ..render.rasterizer import rasterize
 from ..render.shading import covered_pixels
+from ..utils.config import at_least, require, within
 from ..utils.io import save_npz
 from .sample import DataError
 
@@ -147,6 +148,13 @@ class PseudoGTConfig:
     convert_convmesh: Optional[str] = None   # its pseudogt_<T>x<T>/ folder
     convmesh_poses: Optional[str] = None     # its cache/poses_metadata.npz (cameras)
     convert_out: Optional[str] = None        # where our files go
+
+    def validate(self) -> None:
+        at_least(self, 1, "texture_size", "batch_size")
+        at_least(self, 0, "depth_tolerance")
+        within(self, -1, 1, "min_facing")  # a cosine
+        require(not self.convert_convmesh or bool(self.convert_out), "convert_out",
+                "must be given with convert_convmesh (--out: the folder for our converted files)")
 
 
 def build_pseudogt_folder(dataset, template: MeshTemplate, cfg: PseudoGTConfig, out_folder: str | os.PathLike,
@@ -279,16 +287,21 @@ class PseudoGTDataset(torch.utils.data.Dataset):
 
 def convert_convmesh_pseudogt(src_folder: str | os.PathLike, dst_folder: str | os.PathLike,
                               poses_metadata: Optional[str | os.PathLike] = None,
-                              class_ids: Optional[list[int]] = None) -> int:
+                              class_ids: Optional[list[int]] = None, *, trust_pickled_files: bool = False) -> int:
     """One-time conversion of ConvMesh's released `pseudogt_<T>x<T>/<index>.npz` (each a pickled dict
-    of torch tensors) into our format. Unpickling runs code from the file: only convert downloads
-    you trust. Cameras come from `cache/poses_metadata.npz` (scale, translation, rotation as
-    quaternion rows) when given, class ids from `class_ids` (one per index). Returns the count."""
+    of torch tensors) into our format. Unpickling runs whatever code the files hold, so it is
+    refused unless `trust_pickled_files` (the caller vouches for the files' origin). Cameras come
+    from `cache/poses_metadata.npz` (scale, translation, rotation as quaternion rows) when given,
+    class ids from `class_ids` (one per index). Returns the count."""
     src, dst = Path(src_folder), Path(dst_folder)
+    if not trust_pickled_files:
+        raise DataError(f"{src}: ConvMesh's pseudo-GT files are Python pickles, and unpickling runs whatever code "
+                        "they hold; convert only files you trust, and say so with --trust-pickled-files "
+                        "(trust_pickled_files=True)")
     paths = sorted(src.glob("*.npz"), key=lambda p: int(p.stem) if p.stem.isdigit() else p.stem)
     if not paths:
         raise DataError(f"{src}: no .npz files to convert")
-    log.warning("unpickling %d ConvMesh pseudo-GT files from %s (trusted download only)", len(paths), src)
+    log.warning("unpickling %d ConvMesh pseudo-GT files from %s (trusted, as the caller said)", len(paths), src)
     poses = None
     if poses_metadata is not None:
         poses = np.load(poses_metadata, allow_pickle=True)["data"].item()

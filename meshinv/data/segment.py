@@ -18,11 +18,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import torch
 
+from ..utils.config import at_least, require, within
 from ..utils.io import save_image, save_text
 from ..utils.weights import MissingWeightsError, find_weights
 from ..utils.images import image_shape, read_image, read_mask
@@ -40,8 +41,8 @@ DETECTRON2_COCO = {"bird": 14, "car": 2}
 class SegmentConfig:
     """How automatic masks are made (the `segment` YAML section)."""
 
-    backend: str = "maskrcnn"          # maskrcnn (torchvision) | pointrend (detectron2, if installed)
-    category: str = "bird"             # COCO category kept: bird | car
+    backend: Literal["maskrcnn", "pointrend"] = "maskrcnn"   # torchvision | detectron2 (if installed)
+    category: Literal["bird", "car"] = "bird"   # COCO category kept (TORCHVISION_COCO, DETECTRON2_COCO)
     score_threshold: float = 0.7       # detections below this confidence are ignored
     mask_threshold: float = 0.5        # a pixel is foreground where the soft mask reaches this
     weights: str = MASKRCNN_WEIGHTS    # file name (searched in the pretrained folders) or path
@@ -50,6 +51,11 @@ class SegmentConfig:
     max_size: int = 1333
     pointrend_config: Optional[str] = None  # detectron2 PointRend config YAML (backend: pointrend)
     pointrend_weights: Optional[str] = None  # its model file, looked up like `weights`
+
+    def validate(self) -> None:
+        within(self, 0, 1, "score_threshold", "mask_threshold")
+        at_least(self, 1, "min_size")
+        require(self.max_size >= self.min_size, "max_size", f"must be >= min_size ({self.min_size}), got {self.max_size}")
 
 
 @dataclass

@@ -26,7 +26,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from ..geometry.camera import (
 )
 from ..geometry.template import MeshTemplate, TemplateConfig, build_template
 from ..render.renderer import MeshRenderer
+from ..utils.config import SettingError, at_least, greater_than, require, within
 from ..utils.io import json_text, save_image, save_json, save_npz
 from ..utils.images import read_image
 from .folder import FolderDataset
@@ -70,8 +71,23 @@ class SyntheticConfig:
     occluder_fraction: float = 0.2     # share of images with a branch in front of the object
     occluder_width: tuple[float, float] = (0.04, 0.09)  # fraction of the image side
     min_visible: float = 0.6           # an occluder hides at most 40% of the object
-    image_format: str = "png"          # png (lossless) or jpg
+    image_format: Literal["png", "jpg"] = "png"   # png (lossless) or jpg
     contact_sheet_rows: int = 8        # samples in <out_dir>/contact_sheet.png (0 = none)
+
+    def validate(self) -> None:
+        for split, count in self.splits.items():
+            require(split in SPLIT_INDEX, f"splits.{split}", f"is not a split; the splits are {', '.join(SPLIT_INDEX)}")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise SettingError(f"splits.{split}", f"must be a whole number >= 0, got {count!r}")
+        at_least(self, 1, "n_classes", "image_size", "texture_size")
+        at_least(self, 0, "roll_deg", "translation_jitter", "contact_sheet_rows")
+        within(self, -90, 90, "elevation_deg")
+        within(self, 0, 1, "occluder_fraction", "min_visible")
+        greater_than(self, 0, "fill", "occluder_width")
+        within(self, 0, 1, "fill", "occluder_width")
+        for name in ("azimuth_deg", "elevation_deg", "fill", "occluder_width"):
+            low, high = getattr(self, name)
+            require(low <= high, name, f"must be a range [low, high] with low <= high, got {[low, high]}")
 
 
 @dataclass

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from ..data.preprocess import CropConfig
+from ..utils.config import at_least, greater_than, within
 
 
 def _evaluation_crop() -> CropConfig:
@@ -35,6 +36,10 @@ class FIDConfig:
     render_size: int = 256                   # FID_10/12 views are rendered at this size (the original's)
     batch_size: int = 32
 
+    def validate(self) -> None:
+        within(self, 0, 1, "reference_background")
+        at_least(self, 1, "image_size", "render_size", "batch_size")
+
 
 @dataclass
 class EvaluationConfig:
@@ -59,3 +64,9 @@ class EvaluationConfig:
     grid_image_size: int = 128
     grid_azimuths: list[float] = field(default_factory=lambda: [0.0, 90.0, 180.0, 270.0])
     worst_count: int = 5                     # images listed in report.md as the worst by mask IoU
+
+    def validate(self) -> None:
+        # Metric names are checked by scripts/evaluate.py against the registry (which may grow at run time).
+        at_least(self, 1, "limit", "novel_view_size", "voxel_resolution", "grid_image_size")
+        at_least(self, 0, "grid_rows", "worst_count")
+        greater_than(self, 0, "novel_view_scale")

@@ -25,6 +25,7 @@ from torch import nn
 
 from .mesh_ops import face_adjacency, face_normals, vertex_normals
 from .obj_io import MeshData, export_textured_mesh, read_obj
+from ..utils.config import require
 from .sphere import uv_sphere
 
 _PLANE_EPS = 1e-4
@@ -38,6 +39,11 @@ class TemplateConfig:
     rings: int = 16                 # UV sphere latitude bands (16: birds, 31: cars, as the original)
     segments: int = 32              # UV sphere longitude bands
     symmetric: bool = True          # mirror symmetry about x = 0 (the paper's setting)
+
+    def validate(self) -> None:
+        require(self.rings >= 2, "rings", f"must be >= 2, got {self.rings}")
+        require(self.segments >= 4 and self.segments % 4 == 0, "segments",
+                f"must be a positive multiple of 4, got {self.segments}")
 
 
 def build_template(cfg: TemplateConfig) -> "MeshTemplate":

@@ -23,16 +23,6 @@ from ..utils.config import ConfigError
 T = TypeVar("T")
 
 
-def run_only_keys(cls: type, prefix: str = "inversion.") -> set[str]:
-    """Dotted keys of the settings that the config class `cls` and the configs nested in it list in
-    `RUN_ONLY` (a name there that is a nested config covers all of it)."""
-    keys = {prefix + name for name in getattr(cls, "RUN_ONLY", ())}
-    for f in fields(cls):
-        if isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
-            keys |= run_only_keys(f.default_factory, f"{prefix}{f.name}.")
-    return keys
-
-
 def _inversion_crop() -> CropConfig:
     # The original binarises the resized target mask at 0.95.
     return CropConfig(img_size=256, padding=0.05, jitter=0.0, mask_threshold=0.95)

@@ -30,8 +30,9 @@ from typing import Iterator, Optional
 
 from ..data.datasets import dataset_root, detect_kind
 from ..data.sample import DataError
+from ..utils.config import flatten_config, run_only_settings
 from ..utils.io import file_sha256, json_text, remove_stale_temp_files, save_json
-from .config import InversionConfig, run_only_keys
+from .config import InversionConfig
 from .results import RUN_CONFIG_FILE, finished_ids, saved_run_config
 
 log = logging.getLogger(__name__)
@@ -57,22 +58,11 @@ def result_settings(config: dict, checkpoint_sha256: Optional[str] = None) -> di
     experiment config (a plain dict: to_dict(cfg), or a run's saved config.yaml)."""
     # Through JSON, so that a tuple and a list, or a YAML and a JSON number, compare equal.
     tree = json.loads(json_text({"inversion": config.get("inversion") or {}, "template": config.get("template") or {}}))
-    ignored = tuple(run_only_keys(InversionConfig))
-    flat = {k: v for k, v in _flatten(tree).items()
+    ignored = tuple(run_only_settings(InversionConfig(), "inversion"))
+    flat = {k: v for k, v in flatten_config(tree).items()
             if not any(k == i or k.startswith(i + ".") for i in ignored)}
     if checkpoint_sha256 is not None:
         flat[_CHECKPOINT_KEY] = checkpoint_sha256
-    return flat
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
     return flat
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import yaml
 
+from ..utils.config import RUN_CONFIG_FILE, saved_run_config  # noqa: F401 (re-exported)
 from ..utils.io import save_torch
 
 RESULT_FILE = "result.pt"
@@ -109,13 +109,3 @@ def iter_records(out_dir: str | os.PathLike, ids: Optional[list[str]] = None):
         yield image_id, load_record(Path(out_dir) / image_id)
 
 
-RUN_CONFIG_FILE = "config.yaml"  # the resolved config scripts/invert.py writes into its output folder
-
-
-def saved_run_config(out_dir: str | os.PathLike) -> Optional[dict]:
-    """The resolved config (a plain dict) of the inversion run that wrote `out_dir`, or None."""
-    path = Path(out_dir) / RUN_CONFIG_FILE
-    if not path.is_file():
-        return None
-    with open(path) as f:
-        return yaml.safe_load(f) or {}

@@ -32,26 +32,25 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..geometry.camera import matrix_to_quaternion, quaternion_to_matrix
-from ..utils.io import save_torch
 from ..utils.weights import MissingWeightsError, find_weights
-from .checkpoints import CheckpointError, check_state_dict
+from .checkpoints import CheckpointError, check_format, check_state_dict, read_checkpoint, write_checkpoint
 
 log = logging.getLogger(__name__)
 
 RESNET18_WEIGHTS = "resnet18-f37072fd.pth"  # torchvision's resnet18(weights=IMAGENET1K_V1) file
 CHECKPOINT_FORMAT = "meshinv.camera_predictor"
 CHECKPOINT_VERSION = 1
-_RESERVED = {"format", "format_version", "model_config", "model"}
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
-ROTATION_HEADS = ("quaternion", "6d")
+RotationHead = Literal["quaternion", "6d"]
+ROTATION_HEADS = get_args(RotationHead)
 
 
 def rotation_from_6d(x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +81,9 @@ class ResNetTrunk(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def load_imagenet(self, path: str | os.PathLike) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(path)
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{path} holds a {type(state).__name__}, not a ResNet-18 state_dict")
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         check_state_dict(self, state, what=str(path))
         self.load_state_dict(state)
@@ -228,24 +229,13 @@ class CameraPredictor(nn.Module):
 
 def save_camera_predictor(path: str | os.PathLike, model: CameraPredictor,
                           extra: Optional[Mapping[str, Any]] = None) -> None:
-    """Write a self-describing checkpoint atomically:
+    """Write a self-describing checkpoint atomically (meshinv.models.checkpoints.write_checkpoint):
     {format, format_version, model_config, model (CPU state_dict), **extra}.
 
     `extra` (iteration, optimizer state, config, mean shape, ...) must be loadable with
     weights_only=True and must not use the reserved keys.
     """
-    extra = dict(extra or {})
-    clash = sorted(_RESERVED & set(extra))
-    if clash:
-        raise ValueError(f"extra entries use reserved checkpoint keys: {clash}")
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "model_config": dict(model.config),
-        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        **extra,
-    }
-    save_torch(path, checkpoint)
+    write_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, model.config, {"model": model}, extra)
     log.info("saved camera predictor %s", path)
 
 
@@ -253,18 +243,8 @@ def read_camera_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint dict of a camera predictor file (a bare file name is looked up in the
     pretrained folders); checks its format."""
     path = Path(path) if Path(path).is_file() else find_weights(str(path), what="camera predictor checkpoint")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only refuses arbitrary pickled objects: say so plainly
-        raise CheckpointError(f"cannot load {path} as a weights-only checkpoint: {err}") from err
-    if not isinstance(checkpoint, Mapping) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        found = checkpoint.get("format") if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise CheckpointError(f"{path} is not a camera predictor checkpoint (format {found!r}, "
-                              f"expected {CHECKPOINT_FORMAT!r}; scripts/train_camera.py writes them)")
-    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: unsupported {CHECKPOINT_FORMAT} format_version "
-                              f"{checkpoint.get('format_version')!r} (this code reads {CHECKPOINT_VERSION})")
-    checkpoint = dict(checkpoint)
+    checkpoint = dict(check_format(read_checkpoint(path), str(path), CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+                                   "camera predictor", "scripts/train_camera.py"))
     checkpoint["path"] = str(path)
     return checkpoint
 

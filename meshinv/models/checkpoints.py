@@ -1,6 +1,13 @@
-"""Generator checkpoints: our own self-describing format, and the released MeshInversion / ConvMesh ones.
+"""Checkpoint files: the one reader and writer of every model file, and generator checkpoints (our own
+self-describing format, and the released MeshInversion / ConvMesh ones).
 
-Our format (`save_generator_checkpoint`) is a dict:
+`read_checkpoint` loads any file with weights_only=True and says, naming the file, what is wrong
+with one it cannot load: empty, truncated or damaged, not a PyTorch file at all, or holding Python
+objects that weights-only loading refuses. `write_checkpoint` writes our self-describing files
+(format, format_version, model_config, state_dicts, extras) atomically; the generator and camera
+predictor checkpoints and both trainers' checkpoints go through it.
+
+Our generator format (`save_generator_checkpoint`) is a dict:
     format         "meshinv.generator"
     format_version 1
     model_config   ConvMeshGenerator constructor arguments (plain Python values)
@@ -19,6 +26,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
+import pickletools
+import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
@@ -128,11 +139,101 @@ def generator_config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> 
     return config
 
 
-def _torch_load(path: os.PathLike | str) -> Any:
+_ZIP_MAGIC = b"PK\x03\x04"   # torch.save's format since 1.6 is a zip archive
+_PICKLE_PROTOCOL = 0x80        # a pickle (the legacy torch.save format, or a plain pickle) starts with PROTO
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """`torch.load(path, weights_only=True)` on CPU, or a CheckpointError that names the file and says
+    what is wrong with it (empty, truncated or damaged, not a PyTorch file, or holding Python
+    objects that weights-only loading refuses). A missing file is a FileNotFoundError."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint at {path}") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes): a damaged file (an interrupted copy or write?), "
+                              "not a checkpoint")
+    zipped = head == _ZIP_MAGIC
+    if not zipped and head[0] != _PICKLE_PROTOCOL:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: it is neither a zip archive nor a pickle "
+                              f"(it starts with {head!r})")
+    if zipped and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is damaged: truncated or incomplete (the zip archive has no end "
+                              "record; an interrupted copy or write?)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only refuses arbitrary pickled objects: say so plainly
-        raise CheckpointError(f"cannot load {path} as a weights-only checkpoint: {err}") from err
+    except pickle.UnpicklingError as err:
+        refused = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(err)) or ([] if zipped else _pickled_globals(path))
+        if refused:
+            raise CheckpointError(f"{path} holds Python objects that weights-only loading refuses "
+                                  f"({', '.join(refused[:3])}): not a checkpoint of plain tensors and containers; "
+                                  "unpickling it could run code, so it is not loaded") from None
+        if not zipped:
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint but a plain Python pickle, which "
+                                  "weights-only loading refuses, or a damaged one") from None
+        raise CheckpointError(f"{path} is damaged: its pickled data cannot be read") from None
+    except Exception as err:  # torch reports damage as RuntimeError, OSError, EOFError, IndexError, ...
+        raise CheckpointError(f"{path} is damaged or truncated ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def _pickled_globals(path: Path) -> list[str]:
+    """The classes and functions a plain pickle file refers to, read without unpickling it."""
+    names, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for opcode, arg, _ in pickletools.genops(f):
+                if opcode.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(".".join(strings[-2:]))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # noqa: BLE001 -- a damaged pickle: report what was found before the damage
+        pass
+    return names
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else "no reason given"
+
+
+def check_format(checkpoint: Any, name: str, kind: str, version: int, what: str, written_by: str
+                 ) -> Mapping[str, Any]:
+    """`checkpoint` (read from `name`) as a mapping, after checking that it is a `kind` file of
+    format `version`; the error calls it a `what` checkpoint, which `written_by` writes."""
+    found = checkpoint.get("format") if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+    if found != kind:
+        raise CheckpointError(f"{name} is not a {what} checkpoint (format {found!r}, expected {kind!r}; "
+                              f"{written_by} writes them)")
+    if checkpoint.get("format_version") != version:
+        raise CheckpointError(f"{name}: unsupported {kind} format_version {checkpoint.get('format_version')!r} "
+                              f"(this code reads {version})")
+    return checkpoint
+
+
+def write_checkpoint(path: str | os.PathLike, kind: str, version: int, model_config: Mapping[str, Any],
+                     modules: Mapping[str, nn.Module], extra: Optional[Mapping[str, Any]] = None) -> None:
+    """Write a self-describing checkpoint atomically: {format: kind, format_version: version,
+    model_config, one CPU state_dict per entry of `modules`, **extra}.
+
+    `extra` (iteration, optimizer states, config, ...) must be loadable with weights_only=True and
+    must not use the reserved keys.
+    """
+    extra = dict(extra or {})
+    clash = sorted({"format", "format_version", "model_config", *modules} & set(extra))
+    if clash:
+        raise ValueError(f"extra entries use reserved checkpoint keys: {clash}")
+    checkpoint: dict[str, Any] = {"format": kind, "format_version": version, "model_config": dict(model_config)}
+    for key, module in modules.items():
+        checkpoint[key] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    checkpoint.update(extra)
+    save_torch(path, checkpoint)
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -177,7 +278,7 @@ def load_generator(source: str | os.PathLike | Mapping[str, Any], device: torch.
         checkpoint, name = source, "checkpoint dict"
     else:
         path = Path(source) if Path(source).is_file() else find_weights(str(source), what="generator checkpoint")
-        checkpoint, name = _torch_load(path), str(path)
+        checkpoint, name = read_checkpoint(path), str(path)
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{name} holds a {type(checkpoint).__name__}, not a checkpoint dict")
     key, state_dict = _select_state_dict(checkpoint, which)
@@ -185,10 +286,7 @@ def load_generator(source: str | os.PathLike | Mapping[str, Any], device: torch.
 
     recorded = checkpoint.get("model_config") if checkpoint.get("format") == CHECKPOINT_FORMAT else None
     if recorded is not None:
-        version = checkpoint.get("format_version")
-        if version != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{name}: unsupported {CHECKPOINT_FORMAT} format_version {version!r} "
-                                  f"(this code reads {CHECKPOINT_VERSION})")
+        check_format(checkpoint, name, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "generator", "scripts/pretrain.py")
         config = dict(recorded)
     else:
         config = generator_config_from_state_dict(state_dict)
@@ -206,10 +304,6 @@ def load_generator(source: str | os.PathLike | Mapping[str, Any], device: torch.
     return generator.to(device).eval()
 
 
-def _cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
 def save_generator_checkpoint(path: str | os.PathLike, generator: ConvMeshGenerator,
                               extra: Optional[Mapping[str, Any]] = None, *,
                               generator_ema: Optional[ConvMeshGenerator] = None) -> None:
@@ -224,14 +318,6 @@ def save_generator_checkpoint(path: str | os.PathLike, generator: ConvMeshGenera
         raise ValueError(f"extra entries use reserved checkpoint keys: {clash}")
     if generator_ema is not None and generator_ema.config != generator.config:
         raise ValueError(f"EMA generator config {generator_ema.config} differs from {generator.config}")
-    checkpoint: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "model_config": dict(generator.config),
-        RAW_KEY: _cpu_state_dict(generator),
-    }
-    if generator_ema is not None:
-        checkpoint[EMA_KEYS[0]] = _cpu_state_dict(generator_ema)
-    checkpoint.update(extra)
-    save_torch(path, checkpoint)
+    modules = {RAW_KEY: generator, **({EMA_KEYS[0]: generator_ema} if generator_ema is not None else {})}
+    write_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, generator.config, modules, extra)
     logger.info("saved generator checkpoint %s", path)

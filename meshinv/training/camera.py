@@ -33,7 +33,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Literal, Optional, get_args
 
 import numpy as np
 import torch
@@ -45,16 +45,18 @@ from ..data.preprocess import CropConfig, mirror_ndc_camera
 from ..data.sample import DataError, Sample
 from ..geometry.camera import WeakPerspectiveCamera, normalize_quaternion, quaternion_to_matrix
 from ..geometry.template import MeshTemplate, TemplateConfig, build_template
-from ..models.camera import CameraPredictor, save_camera_predictor
+from ..models.camera import CameraPredictor, RotationHead, save_camera_predictor
 from ..render.renderer import MeshRenderer
-from ..utils.config import to_dict
+from ..utils.config import at_least, check, greater_than, require, to_dict, validate_config
 from ..utils.io import save_json
-from .loop import finite_loss
+from .config import check_adam_betas
+from .runs import LATEST, epoch_order, finite_loss, read_training_checkpoint, set_lr, timing_summary
 
 log = logging.getLogger(__name__)
 
-LATEST = "checkpoint-latest.pt"
-LR_DECAYS = ("none", "cosine")
+LrDecay = Literal["none", "cosine"]
+RotationLoss = Literal["quaternion", "matrix"]
+ROTATION_LOSSES = get_args(RotationLoss)
 FINAL = "camera_predictor.pt"
 TRUSTED_IOU = 0.7  # SPEC section 6: inversion uses a predicted camera only above this overlay IoU
 
@@ -68,6 +70,9 @@ class CameraPredictConfig:
     out: Optional[str] = None          # None: <data>/cmr_pred_cam.pth; --out
     batch_size: int = 32
     auto_masks: bool = False           # segment images without masks/<stem>.png first (the `segment` section)
+
+    def validate(self) -> None:
+        at_least(self, 1, "batch_size")
 
 
 @dataclass
@@ -89,10 +94,10 @@ class CameraTrainConfig:
     max_steps: int = 3000
     lr: float = 1.0e-4                 # Adam, CMR's settings
     betas: tuple[float, float] = (0.9, 0.999)
-    rotation_head: str = "quaternion"  # quaternion (CMR) | 6d (continuous; meshinv.models.camera)
+    rotation_head: RotationHead = "quaternion"  # quaternion (CMR) | 6d (continuous; meshinv.models.camera)
     masked_input: bool = False         # predict from the masked object (background -> white); needs masks
-    rotation_loss: str = "quaternion"  # quaternion: CMR's 1 - |<q, q_gt>| | matrix: |R - R_gt|_F^2
-    lr_decay: str = "none"             # none (CMR) | cosine: lr * (1 + cos(pi t / max_steps)) / 2
+    rotation_loss: RotationLoss = "quaternion"  # quaternion: CMR's 1 - |<q, q_gt>| | matrix: |R - R_gt|_F^2
+    lr_decay: LrDecay = "none"         # none (CMR) | cosine: lr * (1 + cos(pi t / max_steps)) / 2
     rotation_weight: float = 1.0
     scale_translation_weight: float = 1.0
     mirror: bool = True                # mirror half of the images (with their cameras)
@@ -105,6 +110,25 @@ class CameraTrainConfig:
     eval_batch_size: int = 32
     mean_shape: Optional[str] = None   # .npz with `vertices` (V, 3) [+ `faces`] or `deformation_map` (3, H, W)
     predict: CameraPredictConfig = field(default_factory=CameraPredictConfig)
+
+    # What a resumed run may change: where it writes, how long it runs (a cosine decay then follows
+    # the new length), what it logs and evaluates, and prediction (a separate script).
+    RUN_ONLY: ClassVar[tuple[str, ...]] = (
+        "out_dir", "max_steps", "num_workers", "allow_random_trunk", "log_every", "eval_split", "eval_every",
+        "checkpoint_every", "eval_batch_size", "predict")
+
+    def validate(self) -> None:
+        require(self.dataset in CAMERA_DATASETS, "dataset",
+                f"must be one of {', '.join(sorted(CAMERA_DATASETS))} (or a reader registered with "
+                f"register_camera_dataset), got {self.dataset!r}")
+        require(self.image_size >= 64 and self.image_size % 64 == 0, "image_size",
+                f"must be a positive multiple of 64, got {self.image_size}")
+        at_least(self, 1, "feature_dim", "batch_size", "max_steps", "log_every", "checkpoint_every", "eval_batch_size")
+        at_least(self, 0, "padding", "rotation_weight", "scale_translation_weight", "shift", "num_workers",
+                 "eval_every")
+        greater_than(self, 0, "lr")
+        check(self, ["zoom"], lambda v: 0 <= v < 1, "in [0, 1)")  # the zoom factor 1 - zoom stays positive
+        check_adam_betas(self)
 
     def crop(self) -> CropConfig:
         # No box jitter at decode time: images are cached once; the zoom/shift augmentation replaces it.
@@ -239,8 +263,6 @@ class Augmentation:
 
 
 # -- loss and metrics -----------------------------------------------------------------------------
-
-ROTATION_LOSSES = ("quaternion", "matrix")
 
 
 def camera_loss(pred: torch.Tensor, target: torch.Tensor, rotation_weight: float = 1.0,
@@ -454,11 +476,6 @@ def scheduled_lr(cfg: CameraTrainConfig, iteration: int) -> float:
     return cfg.lr
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
 class CameraTrainer:
     """The predictor, its optimiser, the cached data and the loop state of one training run."""
 
@@ -483,9 +500,6 @@ class CameraTrainer:
         log.info("overlay IoU shape: %s", self.shape.source)
 
         torch.manual_seed(cfg.seed)  # the heads' initialisation
-        if cfg.rotation_loss not in ROTATION_LOSSES or cfg.lr_decay not in LR_DECAYS:
-            raise ValueError(f"camera.rotation_loss {cfg.rotation_loss!r} (one of {ROTATION_LOSSES}) or camera.lr_decay "
-                             f"{cfg.lr_decay!r} (one of {LR_DECAYS}) unknown")
         self.model = CameraPredictor(cfg.image_size, cfg.feature_dim, pretrained_trunk=cfg.pretrained_trunk and
                                      load_pretrained, allow_random_trunk=cfg.allow_random_trunk,
                                      rotation_head=cfg.rotation_head, masked_input=cfg.masked_input,
@@ -499,7 +513,7 @@ class CameraTrainer:
     # -- data order ------------------------------------------------------------------------------------
     def batch_indices(self, iteration: int) -> list[int]:
         epoch, position = divmod(iteration, self.batches_per_epoch)
-        order = torch.randperm(len(self.train_data), generator=torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch))
+        order = epoch_order(len(self.train_data), self.cfg.seed, epoch)
         return order[position * self.cfg.batch_size:(position + 1) * self.cfg.batch_size].tolist()
 
     def augmentation(self, iteration: int) -> Augmentation:
@@ -516,7 +530,7 @@ class CameraTrainer:
                                                  "history": self.history})
 
     def resume(self, path: Path) -> None:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = read_training_checkpoint(path, ["model", "optimizer", "iteration"], "camera training")
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.iteration = int(checkpoint["iteration"])
@@ -535,7 +549,7 @@ class CameraTrainer:
         if masks is not None:
             masks = augmentation.images(masks, fill=0.0)
         targets = augmentation.cameras(cameras)
-        _set_lr(self.optimizer, self.learning_rate(iteration))
+        set_lr(self.optimizer, self.learning_rate(iteration))
         self.optimizer.zero_grad(set_to_none=True)
         pred, rotation = self.model.predict(images, masks)
         losses = camera_loss(pred, targets, cfg.rotation_weight, cfg.scale_translation_weight, cfg.rotation_loss,
@@ -583,9 +597,7 @@ class CameraTrainer:
         evaluation = self._record_evaluation(writer, self.iteration)
         writer.close()
         save_camera_predictor(self.out_dir / FINAL, self.model, self.extra())
-        summary = {"iterations": self.iteration, "epochs": round(self.iteration / self.batches_per_epoch, 3),
-                   "seconds_this_run": round(seconds, 1),
-                   "seconds_per_iteration": round(seconds / max(1, self.iteration - start_iteration), 3),
+        summary = {**timing_summary(self.iteration, self.batches_per_epoch, seconds, start_iteration),
                    "losses": running, "trunk_initialisation": self.trunk_initialisation,
                    "overlay_shape": self.shape.source, "train_images": len(self.train_data),
                    "evaluation_split": cfg.eval_split, "evaluation": evaluation, "checkpoint": str(self.out_dir / FINAL)}
@@ -613,8 +625,11 @@ def train_camera(cfg: CameraTrainConfig, template_cfg: TemplateConfig, device: t
 
     Writes <out_dir>/checkpoint-latest.pt (full state, every `checkpoint_every` steps),
     camera_predictor.pt (the model, for load_camera_predictor / scripts/predict_cameras.py),
-    tensorboard/ and summary.json (final held-out errors).
+    tensorboard/ and summary.json (final held-out errors). The settings are validated first;
+    scripts/train_camera.py guards the folder with `prepare_run_folder` before calling this.
     """
+    validate_config(cfg, "camera")
+    validate_config(template_cfg, "template")
     latest = Path(cfg.out_dir) / LATEST
     resuming = resume and latest.is_file()
     if resume and not resuming:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Literal, Optional
+
+from ..models.generator import num_texture_up_blocks
+from ..utils.config import SettingError, at_least, greater_than, require, within
 
 
 @dataclass
@@ -15,11 +18,26 @@ class ModelConfig:
     texture_resolution: int = 512
     mesh_resolution: int = 32
     symmetric: bool = True
-    norm: str = "batch"                # generator's conditional norm: batch | instance | none
+    norm: Literal["batch", "instance", "none"] = "batch"   # the generator's conditional norm
     width_multiplier: float = 1.0      # scales hidden channels of G and the UV Ds (1 = the paper's)
     num_uv_discriminators: Optional[int] = None  # None: the original's choice for the resolution
     patch_base_channels: int = 64      # PatchGAN width (64 in the paper)
     truncation_sigma: float = 1.0      # resample |z_i| > sigma when sampling (CUB conditional: 0.25)
+
+    def validate(self) -> None:
+        at_least(self, 1, "latent_dim", "patch_base_channels")
+        at_least(self, 0, "n_classes")
+        m = self.mesh_resolution
+        require(m >= 8 and not m & (m - 1), "mesh_resolution", f"must be a power of two >= 8, got {m}")
+        try:
+            num_texture_up_blocks(self.texture_resolution, m)
+        except ValueError as err:
+            raise SettingError("texture_resolution", str(err).removeprefix("texture_resolution ")) from None
+        greater_than(self, 0, "width_multiplier", "truncation_sigma")
+        require(self.num_uv_discriminators in (None, 2, 3), "num_uv_discriminators",
+                f"must be 2, 3 or null (the original's choice), got {self.num_uv_discriminators}")
+        require(self.num_uv_discriminators != 3 or self.texture_resolution >= 512, "num_uv_discriminators",
+                f"3 needs texture_resolution >= 512 (as the original), got {self.texture_resolution}")
 
     def generator_kwargs(self) -> dict:
         return dict(latent_dim=self.latent_dim, n_classes=self.n_classes, texture_resolution=self.texture_resolution,
@@ -59,3 +77,24 @@ class PretrainConfig:
     frechet_every: int = 500
     frechet_samples: int = 256
     frechet_components: int = 32
+
+    # What a resumed run may change: where it writes, how long it runs (a learning-rate decay then
+    # follows the new length) and what it logs; everything else would change what it computes.
+    RUN_ONLY: ClassVar[tuple[str, ...]] = (
+        "out_dir", "gt_dir", "epochs", "max_steps", "log_every", "sample_every", "checkpoint_every", "keep_every",
+        "frechet_every", "frechet_samples", "frechet_components")
+
+    def validate(self) -> None:
+        at_least(self, 1, "batch_size", "epochs", "max_steps", "render_size", "log_every", "sample_every",
+                 "checkpoint_every", "keep_every", "frechet_every", "frechet_components")
+        at_least(self, 0, "num_workers", "d_steps_per_g", "lr_decay_after", "smoothness_weight", "image_loss_weight")
+        at_least(self, 2, "frechet_samples")  # a covariance needs two samples
+        greater_than(self, 0, "lr_g", "lr_d")
+        within(self, 0, 1, "ema_alpha")
+        check_adam_betas(self)
+
+
+def check_adam_betas(cfg) -> None:
+    """Adam's betas: two numbers in [0, 1)."""
+    require(len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas), "betas",
+            f"must be two numbers in [0, 1), got {list(cfg.betas)}")

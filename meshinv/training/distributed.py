@@ -34,6 +34,12 @@ class DistributedContext:
         return self.rank == 0
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun announces it in the environment (0 without torchrun); known
+    before the process group starts, e.g. to let only the main process write files."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(device: torch.device) -> DistributedContext:
     """Join the process group that torchrun describes in the environment, if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

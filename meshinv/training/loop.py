@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Iterator, Optional
@@ -27,7 +26,7 @@ from ..models.discriminators import PatchDiscriminator, UVDiscriminator
 from ..models.generator import ConvMeshGenerator, ema_alpha, truncated_normal, update_ema
 from ..render.renderer import MeshRenderer
 from ..render.views import render_turntable
-from ..utils.config import to_dict
+from ..utils.config import to_dict, validate_config
 from ..utils.images import read_image_tensor, save_grid
 from ..utils.io import save_json
 from .config import ModelConfig, PretrainConfig
@@ -37,10 +36,9 @@ from .distributed import (
 )
 from .frechet import PCAFrechet
 from .loss import PretrainBatch, PretrainLoss
+from .runs import LATEST, epoch_order, finite_loss, read_training_checkpoint, set_lr, timing_summary
 
 log = logging.getLogger(__name__)
-
-LATEST = "checkpoint-latest.pt"
 
 
 class ResumableBatches:
@@ -58,18 +56,9 @@ class ResumableBatches:
 
     def indices(self, iteration: int) -> list[int]:
         epoch, position = divmod(iteration, self.batches_per_epoch)
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
-        batch = order[position * self.batch_size:(position + 1) * self.batch_size]
+        batch = epoch_order(self.size, self.seed, epoch)[position * self.batch_size:(position + 1) * self.batch_size]
         share = batch[self.context.rank * self.per_rank:(self.context.rank + 1) * self.per_rank]
         return share.tolist()
-
-
-def finite_loss(name: str, value, iteration: int, checkpoint: Path) -> float:
-    """float(value), or a FloatingPointError that says where training can resume from."""
-    value = float(value)
-    if not math.isfinite(value):
-        raise FloatingPointError(f"{name} is {value} at iteration {iteration}; the last checkpoint is {checkpoint}")
-    return value
 
 
 def _collate(items: list[dict]) -> dict:
@@ -100,11 +89,6 @@ def _batches(dataset, sampler: ResumableBatches, start: int, num_workers: int) -
                                          num_workers=num_workers, persistent_workers=num_workers > 0,
                                          generator=torch.Generator().manual_seed(sampler.seed + start))
     return iter(loader)
-
-
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 def _lr_factor(epoch: float, cfg: PretrainConfig) -> float:
@@ -211,7 +195,10 @@ class Pretrainer:
             save_generator_checkpoint(path, self.generator, self.state(), generator_ema=self.generator_ema)
 
     def resume(self, path: Path) -> None:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        required = ["generator", "generator_ema", "uv_discriminator", "optimizer_g", "optimizer_d", "iteration"]
+        if self.patch_discriminator is not None:
+            required += ["patch_discriminator", "optimizer_patch"]
+        checkpoint = read_training_checkpoint(path, required, "pretraining")
         self.generator.load_state_dict(checkpoint["generator"])
         self.generator_ema.load_state_dict(checkpoint["generator_ema"])
         self.uv_discriminator.load_state_dict(checkpoint["uv_discriminator"])
@@ -322,10 +309,10 @@ class Pretrainer:
         self.uv_discriminator.train()
         while self.iteration < total:
             factor = _lr_factor(self.epoch, cfg)
-            _set_lr(self.opt_g, cfg.lr_g * factor)
+            set_lr(self.opt_g, cfg.lr_g * factor)
             for opt in (self.opt_d, self.opt_patch):
                 if opt is not None:
-                    _set_lr(opt, cfg.lr_d * factor)
+                    set_lr(opt, cfg.lr_d * factor)
             batch = PretrainBatch.from_items(next(batches), self.device, cfg.render_size, conditional)
             if self.iteration % (1 + cfg.d_steps_per_g) == 0:
                 losses = self.generator_step(batch)
@@ -360,9 +347,7 @@ class Pretrainer:
                 self.save(self.out_dir / f"checkpoint-{it:07d}.pt")
         bar.close()
         seconds = time.perf_counter() - start_time
-        summary = {"iterations": self.iteration, "epochs": round(self.epoch, 3),
-                   "seconds_this_run": round(seconds, 1),
-                   "seconds_per_iteration": round(seconds / max(1, self.iteration - start_iteration), 3),
+        summary = {**timing_summary(self.iteration, self.sampler.batches_per_epoch, seconds, start_iteration),
                    "losses": running, "frechet": self.history[-1] if self.history else None,
                    "processes": self.context.world_size,
                    "replicas_identical": replicas_identical(self._trained_modules() + [self.generator_ema],
@@ -383,7 +368,11 @@ def pretrain(model_cfg: ModelConfig, cfg: PretrainConfig, template_cfg: Template
 
     Writes <out_dir>/checkpoint-latest.pt (full state), generator_ema.pt (the averaged generator
     for inversion, loadable by meshinv.models.load_generator), samples/, tensorboard/, summary.json.
+    The settings are validated first. `resume=False` starts from scratch whatever the folder holds:
+    `prepare_run_folder` is the guard that scripts/pretrain.py puts in front of it.
     """
+    for section, section_cfg in (("model", model_cfg), ("pretrain", cfg), ("template", template_cfg)):
+        validate_config(section_cfg, section)
     trainer = Pretrainer(model_cfg, cfg, template_cfg, device, experiment)
     try:
         latest = Path(cfg.out_dir) / LATEST

@@ -5,6 +5,18 @@ any subset of the fields; `--set section.key=value` overrides any key after that
 parsed as YAML, so `--set train.lr=1e-4`, `--set data.views=[0,90]` and `--set out=null` work).
 Unknown keys and values of the wrong type are errors that name the key, so a typo fails at once
 instead of being silently ignored.
+
+Once built, a config is validated as a whole (`validate_config`): every float must be finite
+(except in the fields a class lists in `NON_FINITE_OK`), every `Literal` field must hold one of its
+values, and each section's own `validate()` checks its ranges with the helpers below
+(`at_least`, `greater_than`, `within`, ...), which raise a `SettingError` naming the field; the
+walk prefixes the section's path, so the message names the full key ("pretrain.batch_size must be
+>= 1, got 0"). `parse_cli` validates before --dry-run prints, so a dry run refuses exactly what a
+real run would.
+
+A run folder records its resolved config (`RUN_CONFIG_FILE`); `changed_settings` compares it with
+the current one, skipping the settings that a section declares in `RUN_ONLY` (how a run is driven
+or logged, not what it computes), so that a resumed run can refuse to mix two kinds of result.
 """
 
 from __future__ import annotations
@@ -13,13 +25,14 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 import yaml
 
@@ -31,6 +44,19 @@ log = logging.getLogger(__name__)
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the config class."""
+
+
+class SettingError(ConfigError):
+    """One setting's value is not allowed: `key` (dotted, relative to the config object that
+    raised it) and `problem` ("must be >= 1, got 0")."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key} {problem}")
+        self.key, self.problem = key, problem
+
+    def within(self, section: str) -> "SettingError":
+        """The same error, named from the config that holds `section`."""
+        return SettingError(f"{section}.{self.key}" if section else self.key, self.problem)
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -83,7 +109,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {value!r} matches none of {tp}: " + "; ".join(errors))
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+            raise SettingError(where, f"must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
     if _is_dataclass_type(tp):
         if isinstance(value, tp):
@@ -151,6 +177,152 @@ def to_dict(cfg: Any) -> dict:
     return plain(cfg)
 
 
+# -- validation -------------------------------------------------------------------------------------
+
+def _join(section: str, name: str) -> str:
+    return f"{section}.{name}" if section else name
+
+
+def _items(key: str, value: Any) -> Iterable[tuple[str, Any]]:
+    """(key, value) of a setting, or of each item of a list / mapping setting ("iterations[2]")."""
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _items(f"{key}[{i}]", item)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from _items(f"{key}.{name}", item)
+    else:
+        yield key, value
+
+
+def check(cfg: Any, names: Sequence[str], ok: Callable[[Any], bool], requirement: str) -> None:
+    """Raise a SettingError for the first of the fields `names` of `cfg` (or item of a list or
+    mapping field) for which `ok(value)` is false. None (an unset optional) passes."""
+    for name in names:
+        for key, value in _items(name, getattr(cfg, name)):
+            if value is not None and not ok(value):
+                raise SettingError(key, f"must be {requirement}, got {value!r}")
+
+
+def at_least(cfg: Any, minimum: float, *names: str) -> None:
+    check(cfg, names, lambda v: v >= minimum, f">= {minimum}")
+
+
+def greater_than(cfg: Any, bound: float, *names: str) -> None:
+    check(cfg, names, lambda v: v > bound, f"> {bound}")
+
+
+def within(cfg: Any, low: float, high: float, *names: str) -> None:
+    """low <= value <= high."""
+    check(cfg, names, lambda v: low <= v <= high, f"in [{low}, {high}]")
+
+
+def non_empty(cfg: Any, *names: str) -> None:
+    for name in names:
+        if not getattr(cfg, name):
+            raise SettingError(name, f"must not be empty, got {getattr(cfg, name)!r}")
+
+
+def require(condition: bool, key: str, problem: str) -> None:
+    """A check the helpers above do not express: `problem` says what is wrong with `key`."""
+    if not condition:
+        raise SettingError(key, problem)
+
+
+def _literal_values(tp: Any) -> Optional[tuple]:
+    """The allowed values of a Literal (or Optional Literal) type hint, else None."""
+    if typing.get_origin(tp) is typing.Literal:
+        return typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        literals = [_literal_values(option) for option in typing.get_args(tp) if option is not type(None)]
+        if literals and all(v is not None for v in literals):
+            return tuple(v for values in literals for v in values)
+    return None
+
+
+def validate_config(cfg: Any, section: str = "") -> None:
+    """Check a built config and every config nested in it (children first), naming the full key of
+    the first problem: Literal fields hold one of their values, floats are finite (except the
+    fields a class lists in `NON_FINITE_OK`), then each class's own `validate()`.
+
+    `validate()` raises SettingError (keys relative to its own config) for a setting, or ConfigError
+    / ValueError for anything else (reported with the section's name, unless it starts with it).
+    """
+    hints = typing.get_type_hints(type(cfg))
+    non_finite_ok = set(getattr(cfg, "NON_FINITE_OK", ()))
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), _join(section, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate_config(value, key)
+            continue
+        allowed = _literal_values(hints.get(f.name))
+        if allowed is not None and value is not None and value not in allowed:
+            raise SettingError(key, f"must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        if f.name not in non_finite_ok:
+            for item_key, item in _items(key, value):
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise SettingError(item_key, f"must be a finite number, got {item!r}")
+    own_check = getattr(cfg, "validate", None)
+    if callable(own_check):
+        try:
+            own_check()
+        except SettingError as err:
+            raise err.within(section) from None
+        except ValueError as err:  # ConfigError included: a problem that is not one setting's
+            message = str(err)
+            if section and not message.startswith(section):
+                message = f"{section}: {message}"  # name the section, unless the message does
+            raise ConfigError(message) from None
+
+
+# -- run folders ------------------------------------------------------------------------------------
+
+RUN_CONFIG_FILE = "config.yaml"  # the resolved config a script writes into its output folder
+
+
+def saved_run_config(out_dir: str | os.PathLike) -> Optional[dict]:
+    """The resolved config (a plain dict) of the run that wrote `out_dir`, or None."""
+    path = Path(out_dir) / RUN_CONFIG_FILE
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        return _yaml_load(f) or {}
+
+
+def flatten_config(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of a nested config dict (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def run_only_settings(cfg: Any, section: str = "") -> set[str]:
+    """Dotted keys (under `section`) of the settings that the config classes in `cfg` declare in
+    `RUN_ONLY`: how a run is driven or logged, not what it computes. A name there that is a
+    nested config covers all of it."""
+    keys = {_join(section, name) for name in getattr(cfg, "RUN_ONLY", ())}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            keys |= run_only_settings(value, _join(section, f.name))
+    return keys
+
+
+def changed_settings(previous: dict, current: dict, sections: Sequence[str], ignore: Iterable[str] = ()) -> list[str]:
+    """The dotted keys in `sections` of two resolved configs (plain dicts) whose values differ,
+    except the keys in `ignore` and everything under an ignored key."""
+    ignored = tuple(ignore)
+    old = flatten_config({k: previous.get(k) or {} for k in sections})
+    new = flatten_config({k: current.get(k) or {} for k in sections})
+    return sorted(key for key in old.keys() | new.keys()
+                  if old.get(key) != new.get(key) and not any(key == i or key.startswith(i + ".") for i in ignored))
+
+
 def apply_override(data: dict, assignment: str) -> None:
     """Apply one `a.b.c=value` override to a nested dict in place (value parsed as YAML)."""
     if "=" not in assignment:
@@ -166,7 +338,8 @@ def apply_override(data: dict, assignment: str) -> None:
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults of `cls`, updated by the YAML file at `path`, then by `overrides` (key=value)."""
+    """Defaults of `cls`, updated by the YAML file at `path`, then by `overrides` (key=value), and
+    validated (`validate_config`)."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -180,7 +353,9 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     for assignment in overrides:
         apply_override(data, assignment)
     try:
-        return from_dict(cls, data)
+        cfg = from_dict(cls, data)
+        validate_config(cfg)
+        return cfg
     except ConfigError as e:
         source = f"{path}" if path is not None else "defaults"
         raise ConfigError(f"{source}: {e}") from None
@@ -208,8 +383,9 @@ def parse_cli(cls: type[T], description: str, argv: Sequence[str] | None = None,
     the same as `--set synthetic.out_dir=DIR`, applied after the --set overrides. `flags` adds
     on/off options that are not config ({"--resume": "help"}), read from the returned namespace.
 
-    Returns the resolved config and the parsed arguments. With --dry-run the resolved config is
-    printed and the process exits, so that a user can see what a run would use.
+    Returns the resolved, validated config and the parsed arguments. A config error exits with
+    status 2 and the message. With --dry-run the resolved config is printed and the process exits,
+    so that a user can see what a run would use (and is refused what a run would be refused).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", help="YAML config file (keys not given keep their defaults)")
