@@ -128,6 +128,16 @@ def test_iou_edge_cases():
     b[1, :2] = True
     a[1, :1] = True
     assert iou(a, b).tolist() == [1.0, 0.5]  # two empty masks agree
+    assert iou(a.float() * 0.9, b.float()).tolist() == [1.0, 0.5]  # numeric masks count above 0.5
+    assert iou(a.float() * 0.4, b.float()).tolist() == [1.0, 0.0]
+
+
+def test_every_stage_uses_the_one_mask_iou():
+    import meshinv.inversion.engine as engine
+    import meshinv.training.camera as camera
+    from meshinv.utils.masks import mask_iou
+
+    assert iou is mask_iou and engine.mask_iou is mask_iou and camera.mask_iou is mask_iou
 
 
 def test_chamfer_3d_invariances(split):

@@ -32,6 +32,7 @@ import torch
 from ..geometry.camera import WeakPerspectiveCamera, turntable_quaternions
 from ..geometry.template import MeshTemplate
 from ..render.renderer import MeshRenderer
+from ..utils.masks import mask_iou as iou
 from .config import EvaluationConfig
 
 log = logging.getLogger(__name__)
@@ -143,14 +144,6 @@ def _as_image_mask(mask: torch.Tensor, size: int, name: str) -> torch.Tensor:
     if tuple(mask.shape) != (size, size):
         raise ValueError(f"{name} is {tuple(mask.shape)}, expected ({size}, {size}) (the record's image_size)")
     return mask > 0.5
-
-
-def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU |a and b| / |a or b| of boolean masks (..., H, W) -> (...), float64; 1 where both are empty."""
-    a, b = a.bool(), b.bool()
-    intersection = (a & b).sum(dim=(-2, -1)).double()
-    union = (a | b).sum(dim=(-2, -1)).double()
-    return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
 
 
 def turntable_silhouettes(template: MeshTemplate, vertices: torch.Tensor, azimuths_deg: Sequence[float],

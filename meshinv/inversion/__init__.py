@@ -10,12 +10,13 @@
     results     the on-disk result format (InversionRecord)
 """
 
+from ..utils.masks import mask_iou
 from .camera_init import CameraInitializer, perturb_camera
 from .config import (
     CameraInitConfig, ExportConfig, InversionAlgorithm, InversionConfig, InversionJob, InversionLossConfig,
 )
 from .engine import BatchResult, Inverter, camera_problem, invert
-from .objective import InversionObjective, InversionTargets, mask_iou
+from .objective import InversionObjective, InversionTargets
 from .output import OutputFolder, OutputFolderError
 from .results import InversionRecord, finished_ids, iter_records, load_record
 from .run import InversionRun, MissingInputsError, check_job_inputs

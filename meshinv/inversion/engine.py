@@ -22,8 +22,9 @@ from ..geometry.template import MeshTemplate
 from ..losses import VGGFeatures
 from ..models.generator import ConvMeshGenerator
 from ..render.renderer import MeshRenderer
+from ..utils.masks import mask_iou
 from .config import InversionAlgorithm
-from .objective import InversionObjective, InversionTargets, ObjectiveOutput, mask_iou
+from .objective import InversionObjective, InversionTargets, ObjectiveOutput
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ class Inverter:
             final_camera = camera.detach().clone()
             final_camera[:, 3:] = normalize_quaternion(final_camera[:, 3:])
             out, texture, mesh_map = self._evaluate(z.detach(), final_camera, class_ids, targets)
-            iou = mask_iou(out.render.mask, masks)
+            iou = mask_iou(out.render.mask[:, 0], masks[:, 0]).to(out.total.dtype)
         losses = [{**{name: float(value[i]) for name, value in out.terms.items()}, "total": float(out.total[i])}
                   for i in range(len(image_ids))]
         return BatchResult(

@@ -87,14 +87,6 @@ class ObjectiveOutput:
     vertices: torch.Tensor
 
 
-def mask_iou(pred_mask: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) IoU of hard masks (B, 1, H, W); 0 when both are empty."""
-    pred, target = pred_mask > 0.5, target_mask > 0.5
-    intersection = (pred & target).flatten(1).sum(1).float()
-    union = (pred | target).flatten(1).sum(1).float()
-    return intersection / union.clamp_min(1)
-
-
 class InversionObjective:
     """Scores (z, generated texture and mesh map, camera) against InversionTargets.
 

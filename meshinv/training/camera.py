@@ -49,6 +49,7 @@ from ..models.camera import CameraPredictor, RotationHead, save_camera_predictor
 from ..render.renderer import MeshRenderer
 from ..utils.config import at_least, check, greater_than, require, to_dict, validate_config
 from ..utils.io import save_json
+from ..utils.masks import mask_iou
 from .config import check_adam_betas
 from .runs import LATEST, epoch_order, finite_loss, read_training_checkpoint, set_lr, timing_summary
 
@@ -314,11 +315,8 @@ def overlay_iou(cameras: torch.Tensor, masks: torch.Tensor, vertices: torch.Tens
     renderer = renderer or MeshRenderer(tuple(masks.shape[-2:]))
     vertices = vertices.to(cameras)[None].expand(cameras.shape[0], -1, -1)
     ndc = WeakPerspectiveCamera.from_tensor(cameras).transform(vertices)
-    silhouette = renderer.rasterize(ndc, faces.to(cameras.device)).mask > 0.5
-    target = masks.to(cameras.device) > 0.5
-    union = (silhouette | target).flatten(1).sum(-1).float()
-    inter = (silhouette & target).flatten(1).sum(-1).float()
-    return inter / union.clamp(min=1)  # 0 when both are empty
+    silhouette = renderer.rasterize(ndc, faces.to(cameras.device)).mask
+    return mask_iou(silhouette[:, 0], masks.to(cameras.device)[:, 0]).float()
 
 
 # -- the mean shape of the overlay IoU ---------------------------------------------------------------
