@@ -15,7 +15,8 @@ import torch
 from conftest import REPO_ROOT
 from meshinv.data.folder import FolderDataset
 from meshinv.data.preprocess import CropConfig
-from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticGenerator, write_split
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.synthetic import SyntheticConfig, SyntheticGenerator, write_split
 from meshinv.geometry.camera import WeakPerspectiveCamera, quaternion_multiply, quaternion_to_matrix
 from meshinv.geometry.template import TemplateConfig, build_template
 from meshinv.models.camera import (

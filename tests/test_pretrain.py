@@ -18,8 +18,9 @@ import torch
 
 from conftest import REPO_ROOT
 from meshinv.data.preprocess import CropConfig
-from meshinv.data.pseudogt import PseudoGTConfig, build_pseudogt_folder
-from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticGenerator, write_split
+from meshinv.datagen.pseudogt import PseudoGTConfig, build_pseudogt_folder
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.synthetic import SyntheticConfig, SyntheticGenerator, write_split
 from meshinv.geometry.template import TemplateConfig
 from meshinv.models import load_generator
 from meshinv.config import ExperimentConfig
