@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from ..geometry.camera import WeakPerspectiveCamera
-from .cub import CUB_SPLITS, CUBDataset, cub_paths, load_cmr_predicted_cameras, read_id_table
 from ..utils.config import at_least, require
-from .datasets import DATASET_KINDS, dataset_kind, split_folder
+from .cub import CUB_SPLITS, CUBDataset, cub_paths, load_cmr_predicted_cameras, read_id_table
+from .datasets import DATASET_KINDS, dataset_kind, kind_info, split_folder
 from .folder import IMAGE_SUFFIXES, FolderDataset
 from .p3d import P3D_SPLITS, P3DDataset, load_cad_models, p3d_paths, read_keypoint_permutation, read_p3d_labels
 from .preprocess import CropConfig
@@ -198,9 +198,8 @@ def inspect_folder(root: str | os.PathLike, kind: str = "folder", split: Optiona
     (kind_info) says which are required: annotations when it promises cameras, gt/ when it
     promises 3D ground truth."""
     root = Path(root)
-    entry = dataset_kind(kind)
-    offers = entry.reader.KIND_INFO
-    split = split or entry.default_split
+    offers = kind_info(kind)
+    split = split or dataset_kind(kind).default_split
     folder = split_folder(root, split, "images") or root
     report = DatasetReport(kind, str(folder))
     images = folder / "images"

@@ -30,7 +30,8 @@ def draw_samples(generator: torch.nn.Module, count: int, truncation_sigma: float
         class_ids = torch.tensor([wanted[i % len(wanted)] for i in range(count)], device=device)
     textures, maps = [], []
     for start in range(0, count, batch_size):
-        t, m = generator(z[start:start + batch_size], None if class_ids is None else class_ids[start:start + batch_size])
+        chunk = slice(start, start + batch_size)
+        t, m = generator(z[chunk], None if class_ids is None else class_ids[chunk])
         textures.append(t)
         maps.append(m)
     return torch.cat(textures), torch.cat(maps), class_ids

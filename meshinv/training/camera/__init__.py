@@ -25,7 +25,7 @@ from .trainer import FINAL, LATEST, CameraTrainer, scheduled_lr, train_camera
 __all__ = [
     "ROTATION_LOSSES", "CameraPredictConfig", "CameraTrainConfig", "LrDecay", "RotationLoss", "Augmentation",
     "CachedSamples", "cache_samples", "camera_dataset", "camera_errors", "evaluate_predictor", "predict_cameras",
-    "predict_folder_cameras", "rotation_error_deg", "camera_loss", "TRUSTED_IOU", "OverlayShape", "ground_truth_mean_shape",
-    "load_mean_shape", "overlay_iou", "overlay_shape", "FINAL", "LATEST", "CameraTrainer", "scheduled_lr",
-    "train_camera",
+    "predict_folder_cameras", "rotation_error_deg", "camera_loss", "TRUSTED_IOU", "OverlayShape",
+    "ground_truth_mean_shape", "load_mean_shape", "overlay_iou", "overlay_shape", "FINAL", "LATEST", "CameraTrainer",
+    "scheduled_lr", "train_camera",
 ]

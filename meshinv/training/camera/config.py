@@ -34,7 +34,7 @@ class CameraPredictConfig:
 class CameraTrainConfig:
     """The camera predictor: data, architecture, training (the `camera` YAML section)."""
 
-    dataset: str = "folder"            # kind of <data>, read through meshinv.data.datasets: folder | synthetic | cub | p3d
+    dataset: str = "folder"            # kind of <data> (meshinv.data.datasets): folder | synthetic | cub | p3d
     data: str = "datasets/synthetic"
     train_split: str = "train"
     eval_split: Optional[str] = "val"  # held-out split of the final evaluation (None: no evaluation)

@@ -121,5 +121,7 @@ def overlay_shape(template: MeshTemplate, mean_shape: Optional[str] = None, chec
         return stored
     vertices, faces = getattr(dataset, "mean_shape", None), getattr(dataset, "mean_shape_faces", None)
     if isinstance(vertices, torch.Tensor) and isinstance(faces, torch.Tensor):
-        return OverlayShape(vertices.float(), faces.long(), f"SfM mean shape of {getattr(dataset, 'sfm_path', 'the dataset')}")
-    return (ground_truth_mean_shape(gt_dir, template) if gt_dir is not None else None) or OverlayShape.template(template)
+        source = getattr(dataset, "sfm_path", "the dataset")
+        return OverlayShape(vertices.float(), faces.long(), f"SfM mean shape of {source}")
+    ground_truth = ground_truth_mean_shape(gt_dir, template) if gt_dir is not None else None
+    return ground_truth or OverlayShape.template(template)
