@@ -12,9 +12,9 @@ from typing import Optional
 
 import torch
 
-from .data.pseudogt import PseudoGTConfig
 from .data.segment import SegmentConfig
-from .data.synthetic import SyntheticConfig
+from .datagen.pseudogt import PseudoGTConfig
+from .datagen.synthetic import SyntheticConfig
 from .evaluation.config import EvaluationConfig
 from .geometry.template import TemplateConfig
 from .inversion.config import InversionConfig

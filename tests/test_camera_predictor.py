@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -13,9 +14,13 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
+from test_cub_p3d import cub_root, p3d_root  # noqa: F401 -- the tiny CUB and PASCAL3D+ trees (fixtures)
+from meshinv.data.datasets import DATASET_KINDS
 from meshinv.data.folder import FolderDataset
 from meshinv.data.preprocess import CropConfig
-from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticGenerator, write_split
+from meshinv.data.sample import DataError
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.synthetic import SyntheticConfig, SyntheticGenerator, write_split
 from meshinv.geometry.camera import WeakPerspectiveCamera, quaternion_multiply, quaternion_to_matrix
 from meshinv.geometry.template import TemplateConfig, build_template
 from meshinv.models.camera import (
@@ -25,9 +30,10 @@ from meshinv.models.camera import (
 from meshinv.models.checkpoints import CheckpointError
 from meshinv.render.renderer import MeshRenderer
 from meshinv.training.camera import (
-    FINAL, LATEST, Augmentation, CameraTrainConfig, OverlayShape, cache_samples, camera_dataset, camera_loss, overlay_iou,
-    predict_cameras, rotation_error_deg, scheduled_lr, train_camera,
+    FINAL, LATEST, Augmentation, CameraTrainConfig, CameraTrainer, OverlayShape, cache_samples, camera_dataset,
+    camera_loss, overlay_iou, predict_cameras, predict_folder_cameras, rotation_error_deg, scheduled_lr, train_camera,
 )
+from meshinv.utils.config import ConfigError, validate_config
 from meshinv.utils.io import save_torch
 from meshinv.utils.weights import MissingWeightsError
 
@@ -198,6 +204,48 @@ def test_matrix_loss_is_the_frobenius_distance_of_the_rotations():
 
 
 VARIANTS = {"cmr": {}, "6d_masked": dict(rotation_head="6d", masked_input=True, rotation_loss="matrix")}
+
+
+# (data root, train split, eval split, images in each) of each kind's tiny tree
+KIND_SPLITS = {"cub": ("train", "test", 3, 2), "p3d": ("train", "val", 3, 2), "synthetic": ("train", "val", 8, 4),
+               "folder": ("train", "val", 8, 4)}
+
+
+@pytest.mark.parametrize("kind", DATASET_KINDS)
+def test_camera_training_takes_every_dataset_kind_through_the_one_factory(kind, synthetic, cub_root, p3d_root,
+                                                                         tmp_path):
+    root = {"cub": cub_root[0], "p3d": p3d_root[0]}.get(kind, synthetic)
+    train_split, eval_split, train_count, eval_count = KIND_SPLITS[kind]
+    cfg = run_config(root, tmp_path, dataset=kind, train_split=train_split, eval_split=eval_split, batch_size=2)
+    assert camera_dataset(kind, str(root), train_split, cfg.crop()).info.kind == kind
+    trainer = CameraTrainer(cfg, TemplateConfig(), torch.device("cpu"))
+    assert len(trainer.train_data) == train_count and len(trainer.eval_data) == eval_count
+    assert torch.isfinite(trainer.step(0)["total"])
+    assert trainer.evaluate()["images"] == eval_count
+
+
+def test_camera_training_refuses_data_without_cameras_or_a_split_that_is_the_training_one(synthetic, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(synthetic / "val" / "images", photos / "train" / "images")
+    with pytest.raises(DataError, match=r"photos \(split train, read as camera.dataset 'folder'\): not every image "
+                                        r"has a camera"):
+        camera_dataset("folder", str(photos), "train", CropConfig(img_size=SIZE))
+    # A split folder given as the data root: both splits fall back to that one folder.
+    with pytest.raises(DataError, match="camera.eval_split 'val' holds the same images as camera.train_split"):
+        CameraTrainer(run_config(synthetic / "train", tmp_path), TemplateConfig(), torch.device("cpu"))
+    with pytest.raises(ConfigError, match="camera.dataset must be one of cub, p3d, synthetic, folder"):
+        validate_config(run_config(synthetic, tmp_path, dataset="imagenet"), "camera")
+
+
+def test_folder_predictions_leave_out_photos_without_a_mask(synthetic, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(synthetic / "val", photos)
+    stems = FolderDataset(photos).image_ids()
+    (photos / "masks" / f"{stems[0]}.png").unlink()
+    torch.manual_seed(0)
+    model = CameraPredictor(SIZE, feature_dim=16)
+    predictions = predict_folder_cameras(model, photos, 0.05, torch.device("cpu"), batch_size=2)
+    assert sorted(predictions) == stems[1:]
 
 
 def test_cosine_learning_rate_schedule():

@@ -15,7 +15,8 @@ from PIL import Image
 from conftest import REPO_ROOT, requires_cuda
 from meshinv.data.folder import FolderDataset
 from meshinv.data.preprocess import CropConfig, square_crop_box
-from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticGenerator, write_split
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.synthetic import SyntheticConfig, SyntheticGenerator, write_split
 from meshinv.evaluation import (
     METRICS, EvaluationConfig, EvaluationContext, MissingInputError, get_metric, iou, register_metric,
     weak_perspective_chamfer,
@@ -134,7 +135,7 @@ def test_iou_edge_cases():
 
 def test_every_stage_uses_the_one_mask_iou():
     import meshinv.inversion.engine as engine
-    import meshinv.training.camera as camera
+    import meshinv.training.camera.overlay as camera
     from meshinv.utils.masks import mask_iou
 
     assert iou is mask_iou and engine.mask_iou is mask_iou and camera.mask_iou is mask_iou

@@ -22,7 +22,8 @@ from scipy.spatial.transform import Rotation
 from conftest import REPO_ROOT
 from test_cub_p3d import p3d_root  # noqa: F401 -- a tiny PASCAL3D+ tree in the real formats
 from meshinv.data.preprocess import CropConfig
-from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticGenerator, write_split
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.synthetic import SyntheticConfig, SyntheticGenerator, write_split
 from meshinv.evaluation import METRIC_INFO, METRICS, DatasetMetricEnv, EvaluationConfig, EvaluationContext
 from meshinv.evaluation import fid as fidlib
 from meshinv.evaluation.evaluate import EvaluationResult, paper_comparison, run_evaluation, write_outputs

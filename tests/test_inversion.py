@@ -20,7 +20,8 @@ from PIL import Image
 from conftest import REPO_ROOT, requires_cuda
 from meshinv.data.preprocess import CropConfig
 from meshinv.data.sample import DataError, Sample
-from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, write_split
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.synthetic import SyntheticConfig, write_split
 from meshinv.geometry.camera import WeakPerspectiveCamera, quaternion_multiply
 from meshinv.geometry.template import MeshTemplate
 from meshinv.inversion import (

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .cmr import CmrAnnotation, CmrDataset, load_predicted_mask
+from .info import DatasetInfo
 from .preprocess import CropConfig
 from .sample import DataError
 
@@ -121,6 +122,18 @@ def read_cub_class_labels(cub_dir: str | os.PathLike) -> dict[str, int]:
     return out
 
 
+def cub_class_names(labels: dict[str, int]) -> tuple[str, ...]:
+    """Class names by 0-based id from the class folders of read_cub_class_labels' image paths
+    ("001.Black_footed_Albatross/x.jpg" -> "Black_footed_Albatross"); empty unless the ids are
+    0..K-1 and each names one folder."""
+    folders: dict[int, set] = {}
+    for rel_path, class_id in labels.items():
+        folders.setdefault(class_id, set()).add(rel_path.split("/")[0] if "/" in rel_path else "")
+    if sorted(folders) != list(range(len(folders))) or any(len(f) != 1 or "" in f for f in folders.values()):
+        return ()
+    return tuple(next(iter(folders[k])).split(".", 1)[-1] for k in range(len(folders)))
+
+
 class CUBDataset(CmrDataset):
     """One split of CUB as preprocessed Samples (see meshinv.data.cmr for the cameras and keypoints).
 
@@ -132,6 +145,7 @@ class CUBDataset(CmrDataset):
     """
 
     keypoint_permutation = CUB_KEYPOINT_PERMUTATION
+    KIND_INFO = DatasetInfo("cub", has_cameras=True, has_3d_ground_truth=False, has_cad_models=False)
 
     def __init__(self, root: str | os.PathLike, crop: Optional[CropConfig] = None, split: str = "test",
                  mirror: bool = False, use_predicted_mask: bool = False,
@@ -153,6 +167,7 @@ class CUBDataset(CmrDataset):
         cub_dir = self.paths.cub_dir
         if (cub_dir / "images.txt").is_file() and (cub_dir / "image_class_labels.txt").is_file():
             labels = read_cub_class_labels(cub_dir)
+            self.class_names = cub_class_names(labels)
             unknown = [p for p in self.rel_paths if p not in labels]
             if unknown:
                 raise DataError(f"{cub_dir / 'images.txt'}: {len(unknown)} images of {self.annotation_path} are not "

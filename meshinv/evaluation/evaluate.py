@@ -36,7 +36,6 @@ from tqdm import tqdm
 
 from ..data.datasets import open_dataset
 from ..data.sample import Sample
-from ..data.synthetic import SyntheticDataset
 from ..geometry.template import MeshTemplate
 from ..inversion.results import RESULT_FILE, InversionRecord, load_record, saved_run_config
 from ..inversion.run import SUMMARY_FILE
@@ -149,11 +148,11 @@ def _open_split(root: str | os.PathLike, crop, split: Optional[str] = None):
 
 
 def has_ground_truth(dataset) -> bool:
-    return isinstance(dataset, SyntheticDataset)
+    return dataset.info.has_3d_ground_truth
 
 
 def has_cad_models(dataset) -> bool:
-    return callable(getattr(dataset, "cad_mesh", None))
+    return dataset.info.has_cad_models
 
 
 def _unavailable(name: str, dataset, data_dir: Optional[str]) -> Optional[str]:
@@ -169,11 +168,7 @@ def _unavailable(name: str, dataset, data_dir: Optional[str]) -> Optional[str]:
 
 
 def _dataset_kind(dataset) -> Optional[str]:
-    if dataset is None:
-        return None
-    from .fid import dataset_kind
-
-    return dataset_kind(dataset)
+    return None if dataset is None else dataset.info.kind
 
 
 class _SampleLookup:

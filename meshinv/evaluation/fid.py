@@ -366,9 +366,7 @@ def novel_view_images(template, vertices: torch.Tensor, texture: torch.Tensor, a
 # -- reference statistics --------------------------------------------------------------------------------
 
 def dataset_kind(dataset) -> str:
-    name = type(dataset).__name__
-    return {"CUBDataset": "cub", "P3DDataset": "p3d", "SyntheticDataset": "synthetic",
-            "FolderDataset": "folder"}.get(name, name)
+    return dataset.info.kind
 
 
 def dataset_statistics(dataset, extractor: nn.Module, *, background: float, batch_size: int = 32,

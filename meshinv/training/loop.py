@@ -23,9 +23,8 @@ from ..data.pseudogt import PseudoGTDataset
 from ..geometry.template import TemplateConfig, build_template
 from ..models.checkpoints import save_generator_checkpoint
 from ..models.discriminators import PatchDiscriminator, UVDiscriminator
-from ..models.generator import ConvMeshGenerator, ema_alpha, truncated_normal, update_ema
+from ..models.generator import ConvMeshGenerator, ema_alpha, update_ema
 from ..render.renderer import MeshRenderer
-from ..render.views import render_turntable
 from ..utils.config import to_dict, validate_config
 from ..utils.images import read_image_tensor, save_grid
 from ..utils.io import save_json
@@ -37,6 +36,7 @@ from .distributed import (
 from .frechet import PCAFrechet
 from .loss import PretrainBatch, PretrainLoss
 from .runs import LATEST, epoch_order, finite_loss, read_training_checkpoint, set_lr, timing_summary
+from .samples import draw_samples, sample_views
 
 log = logging.getLogger(__name__)
 
@@ -258,23 +258,13 @@ class Pretrainer:
     @torch.no_grad()
     def sample(self, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """Textures, mesh maps and classes of `count` EMA samples with fixed z (and classes cycling)."""
-        gen = torch.Generator().manual_seed(seed)
-        z = truncated_normal((count, self.model_cfg.latent_dim), self.model_cfg.truncation_sigma, gen).to(self.device)
-        classes = (torch.arange(count) % self.model_cfg.n_classes).to(self.device) if self.model_cfg.n_classes else None
-        textures, maps = [], []
-        for start in range(0, count, 32):
-            t, m = self.generator_ema(z[start:start + 32], None if classes is None else classes[start:start + 32])
-            textures.append(t)
-            maps.append(m)
-        return torch.cat(textures), torch.cat(maps), classes
+        return draw_samples(self.generator_ema, count, self.model_cfg.truncation_sigma, seed)
 
     @torch.no_grad()
     def sample_grid(self, path: Path, count: int = 8, azimuths=(0, 90, 180, 270)) -> None:
         textures, maps, _ = self.sample(count)
-        vertices = self.template.vertex_positions(maps)
-        renderer = MeshRenderer(128)
-        views = [render_turntable(self.template, renderer, v, t, list(azimuths))[0] for v, t in zip(vertices, textures)]
-        save_grid(path, torch.cat(views), nrow=len(azimuths) * 2)
+        views, _ = sample_views(self.template, textures, maps, 128, azimuths)
+        save_grid(path, views, nrow=len(azimuths) * 2)
 
     @torch.no_grad()
     def frechet_distances(self) -> Optional[dict[str, float]]:
