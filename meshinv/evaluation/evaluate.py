@@ -94,6 +94,20 @@ def evaluate_image(ctx: EvaluationContext, names: list[str]) -> tuple[dict[str, 
     return values, errors
 
 
+def _measure_image(ctx: EvaluationContext, names: list[str], accumulators: dict, missing: dict[str, str]
+                   ) -> tuple[dict[str, float], dict[str, str]]:
+    """One image's values of the per-image metrics `names`, and its update of each dataset-level
+    metric, except for the metrics `missing` gives a reason for: (values, metric -> why it has none)."""
+    values, errors = evaluate_image(ctx, [n for n in names if n not in missing])
+    errors = {**missing, **errors}
+    for name, accumulator in accumulators.items():
+        if name not in errors:
+            _, why = measure(ctx.record.image_id, name, lambda: accumulator.update(ctx))
+            if why is not None:
+                errors[name] = why
+    return values, errors
+
+
 def _start_dataset_metrics(names: list[str], skipped: dict[str, str], env: DatasetMetricEnv) -> dict:
     """name -> accumulator for the dataset-level metrics, built before the loop so that a missing
     network or reference fails before any work; one that cannot be built is added to `skipped`."""
@@ -200,18 +214,9 @@ def run_evaluation(results_dir: str | os.PathLike, dataset: None | str | os.Path
                                 target_mask=target, gt=sample.gt if sample is not None else {},
                                 gt_camera=sample.camera if sample is not None else None, input_image=image,
                                 dataset=dataset, device=device, shared=shared)
-        wanted, errors = per_image_names, {}
-        if samples is not None and sample is None:
-            wanted = [n for n in per_image_names if n not in needs_sample]
-            errors = {n: f"image {image_id!r} is not in the dataset {data_dir}" for n in needs_sample}
-        values, more_errors = evaluate_image(ctx, wanted)
-        errors.update(more_errors)
-        for name, accumulator in accumulators.items():
-            if name not in errors:
-                _, why = measure(image_id, name, lambda: accumulator.update(ctx))
-                if why is not None:
-                    errors[name] = why
-        per_image[image_id] = values
+        missing = ({n: f"image {image_id!r} is not in the dataset {data_dir}" for n in needs_sample}
+                   if samples is not None and sample is None else {})
+        per_image[image_id], errors = _measure_image(ctx, per_image_names, accumulators, missing)
         if errors:
             metric_errors[image_id] = errors
         if len(grid) < cfg.grid_rows:
