@@ -3,6 +3,7 @@ evaluation with bad inputs, and scripts/evaluate.py end to end (tiny images)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -21,10 +22,13 @@ from meshinv.evaluation import (
     METRICS, EvaluationConfig, EvaluationContext, MissingInputError, get_metric, iou, register_metric,
     weak_perspective_chamfer,
 )
-from meshinv.evaluation.evaluate import evaluate_results, inversion_crop, run_evaluation, write_outputs
+from meshinv.evaluation.crops import inversion_crop
+from meshinv.evaluation.evaluate import evaluate_results, run_evaluation
+from meshinv.evaluation.report import write_outputs
 from meshinv.geometry import MeshTemplate, quaternion_to_matrix
-from meshinv.inversion.results import InversionRecord
+from meshinv.inversion.results import InversionRecord, load_record
 from meshinv.render import MeshRenderer
+from meshinv.utils.config import to_dict
 from meshinv.utils.io import save_image
 
 SIZE = 64
@@ -220,7 +224,7 @@ def test_evaluation_of_a_folder_records_failures_and_skips_without_ground_truth(
     assert alone.metrics == ["mask_iou"] and set(alone.skipped) == {"full_mask_iou", "novel_view_iou", "chamfer_3d"}
     assert "no dataset" in alone.skipped["chamfer_3d"]
     assert alone.counts["mask_iou"] == 1 and "no target mask" in alone.metric_errors["test_00001"]["mask_iou"]
-    plain = run_evaluation(tmp_path, FolderDataset(split, CropConfig(mask_threshold=0.95)), template=template, cfg=cfg)
+    plain = run_evaluation(tmp_path, lambda crop: FolderDataset(split, crop), template=template, cfg=cfg)
     assert "no ground truth" in plain.skipped["novel_view_iou"] and plain.counts["mask_iou"] == 2
     assert plain.per_image["test_00001"]["mask_iou"] == pytest.approx(shifted["mask_iou"])
     per_image, means = evaluate_results(tmp_path, None, template=template,
@@ -303,3 +307,92 @@ def test_evaluation_cuts_masks_as_the_inversion_did(tmp_path):
     (tmp_path / "config.yaml").write_text("inversion:\n  crop: {img_size: 96, padding: 0.05, mask_threshold: 0.95}\n")
     used = inversion_crop(tmp_path, crop)
     assert used.mask_threshold == 0.95 and used.padding == 0.05 and used.img_size == 96
+
+
+# -- the crop each result was made with ------------------------------------------------------------------
+
+def test_each_record_is_matched_to_its_sample_cut_with_the_crop_it_names(split, template, tmp_path):
+    """A record that names its crop is evaluated with it, whatever config.yaml and evaluation.crop say;
+    one without (written before records carried it) with config.yaml's, else evaluation.crop. A
+    dataset is never copied or changed: it is opened again with each crop."""
+    padded = CropConfig(padding=0.3, mask_threshold=0.95)
+    bbox = json.loads((split / "annotations.json").read_text())["test_00000"]["bbox"]
+    padded.img_size = square_crop_box(bbox, padded.padding)[2]   # cut without resampling
+    sample = SyntheticDataset(split, padded)[0]
+    cfg = EvaluationConfig(metrics=["mask_iou", "chamfer_3d"], grid_rows=0)   # evaluation.crop: padding 0.05
+
+    def evaluate(out, record):
+        record.save(out / "test_00000" / "result.pt")   # no target_mask.png: the dataset's mask is used
+        opened = []
+
+        def open_split(crop):
+            opened.append(crop)
+            return SyntheticDataset(split, crop)
+
+        values = run_evaluation(out, open_split, template=template, cfg=cfg).per_image["test_00000"]
+        return values, [crop.padding for crop in opened]
+
+    # The record's crop wins over a config.yaml that says otherwise.
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "config.yaml").write_text("inversion:\n  crop: {padding: 0.05, mask_threshold: 0.95}\n")
+    values, paddings = evaluate(tmp_path / "own", dataclasses.replace(record_for(sample, padded.img_size),
+                                                                      crop=to_dict(padded)))
+    assert values["mask_iou"] > 0.99 and values["chamfer_3d"] < 1e-5 and paddings == [0.05, 0.3]
+    # An older record: config.yaml's crop, else evaluation.crop (here the wrong one).
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("inversion:\n  crop: {padding: 0.3, mask_threshold: 0.95}\n")
+    values, paddings = evaluate(tmp_path / "config", record_for(sample, padded.img_size))
+    assert values["mask_iou"] > 0.99 and paddings == [0.3, 0.3]   # evaluation.crop's size, then the record's
+    values, _ = evaluate(tmp_path / "neither", record_for(sample, padded.img_size))
+    assert values["mask_iou"] < 0.9   # the object cut with padding 0.05 is larger than the record's
+
+    # A recorded crop that does not fit its record fails that image, with the reason.
+    wrong = dataclasses.replace(record_for(sample, padded.img_size), crop=to_dict(dataclasses.replace(padded, img_size=8)))
+    wrong.save(tmp_path / "wrong" / "test_00000" / "result.pt")
+    result = run_evaluation(tmp_path / "wrong", split, template=template, cfg=cfg)
+    assert "its crop is 8 x 8 but its image_size is" in result.failed["test_00000"]
+
+
+def test_the_inversion_records_its_crop_and_older_records_still_load(tmp_path):
+    from test_inversion_job import disc_sample, job_config, make_run
+
+    crop = CropConfig(img_size=32, padding=0.1, mask_threshold=0.8)
+    make_run(job_config(tmp_path / "out", crop=crop), {"a": disc_sample("a")}).run(progress=False)
+    record = load_record(tmp_path / "out" / "a")
+    assert record.crop == to_dict(crop) and isinstance(record.crop["padding"], float)
+    older = torch.load(tmp_path / "out" / "a" / "result.pt", weights_only=True)
+    del older["crop"]
+    torch.save(older, tmp_path / "older.pt")
+    assert load_record(tmp_path / "older.pt").crop is None
+
+
+# -- novel views ----------------------------------------------------------------------------------------------
+
+def test_every_novel_view_is_the_one_owners(template, tmp_path):
+    """novel_view_iou's silhouettes, the FID_10 / FID_12 views and the report grid's views are
+    meshinv.render.views' turntable, pixel for pixel."""
+    import meshinv.evaluation.metrics as metrics
+    from meshinv.evaluation.fid import novel_view_images
+    from meshinv.evaluation.grid import grid_row
+    from meshinv.render.views import render_turntable, turntable_ndc, turntable_silhouettes
+
+    torch.manual_seed(0)
+    vertices = template.vertices * torch.tensor([1.0, 0.6, 0.4]) + torch.tensor([0.3, -0.2, 0.1])  # off-centre
+    texture = torch.rand(3, 16, 16) * 2 - 1
+    azimuths = [0.0, 45.0, 90.0, 200.0]
+    renderer = MeshRenderer(32)
+    images, masks = render_turntable(template, renderer, vertices, texture, azimuths, background=1.0)
+    assert torch.equal(renderer.rasterize(turntable_ndc(vertices, azimuths), template.faces).mask, masks)
+    assert masks.sum() > 0 and (masks < 0.5).any()
+
+    # novel_view_iou: the owner's silhouettes, which are the rendered views' masks.
+    assert metrics.turntable_silhouettes is turntable_silhouettes
+    assert torch.equal(turntable_silhouettes(template, renderer, vertices, azimuths), masks[:, 0] > 0.5)
+    # FID_10 / FID_12: the rendered views in [0, 1].
+    assert torch.equal(novel_view_images(template, vertices, texture, azimuths, 32), (images.clamp(-1, 1) + 1) / 2)
+    # The report grid: input, reconstruction, then the rendered views.
+    camera = torch.tensor([0.6, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    record = InversionRecord("v", torch.zeros(1), camera, camera, -1, texture, torch.zeros(3, 32, 32), vertices, SIZE, 1.0)
+    cfg = EvaluationConfig(grid_image_size=32, grid_azimuths=azimuths)
+    row, columns = grid_row(tmp_path, EvaluationContext(record, template, MeshRenderer(SIZE), cfg), with_gt=False)
+    assert columns[2:] == ["pred 0", "pred 45", "pred 90", "pred 200"] and torch.equal(row[2:], images)

@@ -6,18 +6,19 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from ..data.preprocess import CropConfig
+from ..render.views import NOVEL_VIEW_SCALE
 from ..utils.config import at_least, greater_than, within
 
 
 def _evaluation_crop() -> CropConfig:
     # The inversion's default crop (meshinv/inversion/config.py). Used where a results folder records
-    # no crop of its own (evaluate.inversion_crop); img_size is replaced by each record's image_size.
+    # no crop of its own (meshinv/evaluation/crops.py); img_size is replaced by each record's image_size.
     return CropConfig(img_size=256, padding=0.05, jitter=0.0, mask_threshold=0.95)
 
 
 @dataclass
 class FIDConfig:
-    """FID_1, FID_10 and FID_12 (meshinv/evaluation/fid.py)."""
+    """FID_1, FID_10 and FID_12 (meshinv/evaluation/fid/)."""
 
     # "fid": the TF-ported FID Inception (pytorch-fid's pt_inception-2015-12-05-6726825d.pth), as
     # SPEC 8 asks. "torchvision": torchvision's ImageNet Inception v3, which is what the original code
@@ -51,9 +52,10 @@ class EvaluationConfig:
     metrics: list[str] = field(default_factory=lambda: ["mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d"])
     crop: CropConfig = field(default_factory=_evaluation_crop)
     limit: Optional[int] = None              # only the first N result folders (sorted by image id)
-    # Novel views (novel_view_iou, FID_10, FID_12): about the canonical pose, centred, untranslated (SPEC 8).
+    # Novel views (novel_view_iou, FID_10, FID_12): about the canonical pose, centred, untranslated (SPEC 8;
+    # meshinv.render.views).
     novel_view_size: int = 256
-    novel_view_scale: float = 0.7
+    novel_view_scale: float = NOVEL_VIEW_SCALE
     azimuths: list[float] = field(default_factory=lambda: [30.0 * k for k in range(12)])
     fid: FIDConfig = field(default_factory=FIDConfig)
     # iou_3d, iou_3d_global (PASCAL3D+): voxel grid side. There is no frame rotation to set: the

@@ -16,22 +16,25 @@ A per-image metric raises MissingInputError, naming what is missing, when the im
 it needs; it is a function decorated with @register_metric("name", needs_gt=...). A dataset-level
 metric is registered with @register_dataset_metric("name") on a factory taking the run's
 DatasetMetricEnv and returning an accumulator with update(ctx) (once per image, may raise
-MissingInputError for that image) and compute() -> (value, images used). scripts/evaluate.py and
-training code look metrics up by name with get_metric. Only torch and the geometry/render core are
-imported here; the FID and voxel code is imported when those metrics are used.
+MissingInputError for that image) and compute() -> (value, images used), which raises ValueError
+when there is no value. Building one may raise ImportError, OSError or ValueError (a missing
+package, weight file or reference): the metric is then skipped with that reason. scripts/evaluate.py
+and training code look metrics up by name with get_metric. Only torch and the geometry/render core
+are imported here; the FID and voxel code is imported when those metrics are used.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 import torch
 
-from ..geometry.camera import WeakPerspectiveCamera, turntable_quaternions
+from ..geometry.camera import WeakPerspectiveCamera
 from ..geometry.template import MeshTemplate
 from ..render.renderer import MeshRenderer
+from ..render.views import turntable_silhouettes
 from ..utils.masks import mask_iou as iou
 from .config import EvaluationConfig
 
@@ -146,17 +149,6 @@ def _as_image_mask(mask: torch.Tensor, size: int, name: str) -> torch.Tensor:
     return mask > 0.5
 
 
-def turntable_silhouettes(template: MeshTemplate, vertices: torch.Tensor, azimuths_deg: Sequence[float],
-                          image_size: int, scale: float = 0.7) -> torch.Tensor:
-    """(N, S, S) bool hard masks of one mesh (V, 3) seen from each azimuth about the canonical pose,
-    centred at its vertex mean and untranslated (what meshinv.render.views.render_turntable draws)."""
-    quaternions = turntable_quaternions(azimuths_deg, dtype=vertices.dtype, device=vertices.device)
-    n = quaternions.shape[0]
-    camera = WeakPerspectiveCamera(vertices.new_full((n, 1), scale), vertices.new_zeros(n, 2), quaternions)
-    ndc = camera.transform(vertices.unsqueeze(0).expand(n, -1, -1), center=True, translate=False)
-    return MeshRenderer(image_size).rasterize(ndc, template.faces.to(vertices.device)).mask[:, 0] > 0.5
-
-
 def weak_perspective_chamfer(pred_vertices: torch.Tensor, pred_camera: torch.Tensor, gt_vertices: torch.Tensor,
                              gt_camera: torch.Tensor) -> float:
     """Symmetric Chamfer distance between two meshes' vertices, each placed in the view by its own
@@ -198,7 +190,7 @@ class DatasetMetric(Protocol):
 
     def update(self, ctx: EvaluationContext) -> None: ...
 
-    def compute(self) -> tuple[float, int]: ...  # (value, number of images it used)
+    def compute(self) -> tuple[float, int]: ...  # (value, number of images it used); ValueError if none
 
 
 @dataclass
@@ -208,7 +200,7 @@ class DatasetMetricEnv:
     cache (e.g. novel views rendered once for both fid_10 and fid_12).
 
     feature_extractor  an nn.Module images (N, 3, 299, 299) in [0, 1] -> (N, D), or None = the
-                       Inception of cfg.fid (meshinv.evaluation.fid.build_inception)
+                       Inception of cfg.fid (meshinv.evaluation.fid.inception.build_inception)
     """
 
     cfg: EvaluationConfig
@@ -236,7 +228,7 @@ class DatasetMetricEnv:
         return self.cache["feature_bank"]
 
     def fid_reference(self):
-        """The real-image statistics of FID_10 / FID_12 (meshinv.evaluation.fid.reference_statistics)."""
+        """The real-image statistics of FID_10 / FID_12 (meshinv.evaluation.fid.reference.reference_statistics)."""
         if "fid_reference" not in self.cache:
             from .fid import reference_statistics
 
@@ -325,9 +317,9 @@ def novel_view_iou(ctx: EvaluationContext) -> float:
     gt_vertices = ctx.require_gt("vertices", "novel_view_iou").to(ctx.device, torch.float32)
     _check_vertices(gt_vertices, ctx.template, "gt['vertices']")
     cfg = ctx.cfg
-    pred = turntable_silhouettes(ctx.template, ctx.pred_vertices(), cfg.azimuths, cfg.novel_view_size,
-                                 cfg.novel_view_scale)
-    gt = turntable_silhouettes(ctx.template, gt_vertices, cfg.azimuths, cfg.novel_view_size, cfg.novel_view_scale)
+    renderer = MeshRenderer(cfg.novel_view_size)
+    pred = turntable_silhouettes(ctx.template, renderer, ctx.pred_vertices(), cfg.azimuths, cfg.novel_view_scale)
+    gt = turntable_silhouettes(ctx.template, renderer, gt_vertices, cfg.azimuths, cfg.novel_view_scale)
     return float(iou(pred, gt).mean())
 
 

@@ -24,6 +24,7 @@ from typing import Optional
 
 import torch
 
+from ..models.checkpoints import read_checkpoint
 from ..utils.config import RUN_CONFIG_FILE, saved_run_config  # noqa: F401 (re-exported)
 from ..utils.io import save_torch
 
@@ -50,6 +51,9 @@ class InversionRecord:
     seconds       wall time spent on this image (its share of its batch)
     source        path of the original image
     camera_source where camera_init came from: predictor, predictions, dataset or dataset+noise
+    crop          the crop the input was cut with (CropConfig as a dict, meshinv.utils.config.to_dict),
+                  so that evaluation cuts ground truth the same way; None in results written
+                  before it was recorded (evaluation then reads the run's config.yaml)
     """
 
     image_id: str
@@ -67,6 +71,7 @@ class InversionRecord:
     seconds: float = float("nan")
     source: str = ""
     camera_source: str = ""
+    crop: Optional[dict] = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -79,13 +84,14 @@ class InversionRecord:
 
 
 def load_record(path: str | os.PathLike) -> InversionRecord:
-    """Read an InversionRecord (a result.pt file, or the folder holding one)."""
+    """Read an InversionRecord (a result.pt file, or the folder holding one). A missing file is a
+    FileNotFoundError; a damaged one, or one that holds no record, a ValueError naming it."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no inversion result at {path}")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = read_checkpoint(path)
     if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
         raise ValueError(f"{path} is not a {RESULT_FORMAT} file")
     if data.get("format_version") != RESULT_VERSION:

@@ -33,6 +33,7 @@ from ..geometry.template import MeshTemplate
 from ..losses.vgg import VGG19_WEIGHTS_FILE
 from ..render.renderer import MeshRenderer
 from ..render.views import render_turntable
+from ..utils.config import to_dict
 from ..utils.images import to_numpy_image
 from ..utils.io import atomic_write, save_image, save_json
 from ..utils.weights import MissingWeightsError, find_weights, resolve_weights
@@ -303,7 +304,7 @@ class InversionRun:
                 class_id=int(result.class_ids[i]), texture=result.texture[i], mesh_map=result.mesh_map[i],
                 vertices=result.vertices[i], image_size=self.image_size, iou=float(result.iou[i]),
                 losses=result.losses[i], init_loss=float(result.init_loss[i]), seconds=seconds, source=sample.source,
-                camera_source=prepared.camera_source,
+                camera_source=prepared.camera_source, crop=to_dict(self.inverter.cfg.crop),
             )
             try:
                 self.writer.write(self.output.result_folder(sample.image_id), record, prepared, result.render[i],

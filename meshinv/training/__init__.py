@@ -2,7 +2,7 @@
 the camera predictor's training (camera.py); what both trainers share (runs.py)."""
 
 from .config import ModelConfig, PretrainConfig
-from .frechet import PCAFrechet, frechet_distance
+from ..utils.frechet import PCAFrechet, frechet_distance
 from .loop import Pretrainer, pretrain
 from .loss import PretrainBatch, PretrainLoss
 from .runs import LATEST, RunFolderError, prepare_run_folder

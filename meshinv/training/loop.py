@@ -26,6 +26,7 @@ from ..models.discriminators import PatchDiscriminator, UVDiscriminator
 from ..models.generator import ConvMeshGenerator, ema_alpha, update_ema
 from ..render.renderer import MeshRenderer
 from ..utils.config import to_dict, validate_config
+from ..utils.frechet import PCAFrechet
 from ..utils.images import read_image_tensor, save_grid
 from ..utils.io import save_json
 from .config import ModelConfig, PretrainConfig
@@ -33,7 +34,6 @@ from .distributed import (
     DistributedContext, all_reduce_mean, average_buffers, average_gradients, broadcast_module, init_distributed,
     local_device, replicas_identical, shutdown,
 )
-from .frechet import PCAFrechet
 from .loss import PretrainBatch, PretrainLoss
 from .runs import LATEST, epoch_order, finite_loss, read_training_checkpoint, set_lr, timing_summary
 from .samples import draw_samples, sample_views
