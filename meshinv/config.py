@@ -18,6 +18,7 @@ from .data.synthetic import SyntheticConfig
 from .evaluation.config import EvaluationConfig
 from .geometry.template import TemplateConfig
 from .inversion.config import InversionConfig
+from .render.settings import RenderSettings
 from .training.camera import CameraTrainConfig
 from .training.config import ModelConfig, PretrainConfig
 from .utils.config import at_least, greater_than, require
@@ -40,6 +41,10 @@ class SampleConfig:
         at_least(self, 1, "count", "image_size")
         at_least(self, 0, "classes")
         greater_than(self, 0, "truncation_sigma")
+
+    @property
+    def render_settings(self) -> RenderSettings:
+        return RenderSettings(self.image_size)
 
 
 @dataclass

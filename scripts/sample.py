@@ -18,7 +18,7 @@ import torch
 from meshinv.config import ExperimentConfig
 from meshinv.geometry.template import build_template
 from meshinv.models import load_generator, truncated_normal
-from meshinv.render import MeshRenderer
+from meshinv.render import make_renderer
 from meshinv.render.views import render_turntable
 from meshinv.utils.config import parse_cli, save_config
 from meshinv.utils.device import resolve_device
@@ -49,7 +49,7 @@ def main() -> None:
     with torch.no_grad():
         textures, maps = generator(z, classes)
         vertices = template.vertex_positions(maps)
-    renderer = MeshRenderer(s.image_size)
+    renderer = make_renderer(s.render_settings)
     views, files = [], []
     for i in range(s.count):
         with torch.no_grad():

@@ -40,7 +40,7 @@ from ..data.synthetic import SyntheticDataset
 from ..geometry.template import MeshTemplate
 from ..inversion.results import RESULT_FILE, InversionRecord, load_record, saved_run_config
 from ..inversion.run import SUMMARY_FILE
-from ..render.renderer import MeshRenderer
+from ..render.settings import Renderer, make_renderer
 from ..render.views import render_turntable
 from ..utils.images import read_image_tensor, read_mask, save_grid
 from ..utils.io import save_json, save_text
@@ -300,7 +300,7 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
     active = [n for n in names if n not in skipped]
     per_image_names = [n for n in active if METRIC_INFO[n].level == "image"]
 
-    renderers: dict[int, MeshRenderer] = {}
+    renderers: dict[int, Renderer] = {}
     shared: dict = {}
     per_image, failed, metric_errors = {}, {}, {}
     grid, columns = [], []
@@ -324,7 +324,7 @@ def run_evaluation(results_dir: str | os.PathLike, dataset=None, *, template: Me
             log.warning("%s: not evaluated (%s)", image_id, failed[image_id])
             log.debug("%s", image_id, exc_info=True)
             continue
-        renderer = renderers.setdefault(size, MeshRenderer(size))
+        renderer = renderers.setdefault(size, make_renderer(size))
         ctx = EvaluationContext(record, template, renderer, cfg, target_mask=target,
                                 gt=sample.gt if sample is not None else {},
                                 gt_camera=sample.camera if sample is not None else None, input_image=image,
@@ -413,7 +413,7 @@ def grid_row(folder: Path, record: InversionRecord, ctx: EvaluationContext, with
     ground truth) the GT mesh's. Returns ((K, 3, S, S) in [-1, 1] on CPU, column names)."""
     cfg = ctx.cfg
     size = cfg.grid_image_size
-    renderer = MeshRenderer(size)
+    renderer = make_renderer(size)
     views = len(cfg.grid_azimuths)
     tiles = [_tile(folder / "input.png", size), _tile(folder / "render.png", size)]
     columns = ["input", "reconstruction"] + [f"pred {a:g}" for a in cfg.grid_azimuths]

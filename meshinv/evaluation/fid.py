@@ -355,10 +355,10 @@ def novel_view_images(template, vertices: torch.Tensor, texture: torch.Tensor, a
                       size: int, scale: float = 0.7) -> torch.Tensor:
     """(K, 3, size, size) in [0, 1]: the FID_12 views of one mesh (vertices (V, 3), texture (3, T, T)
     in [-1, 1]): centred, untranslated, about the canonical pose, white background."""
-    from ..render.renderer import MeshRenderer
+    from ..render.settings import make_renderer
     from ..render.views import render_turntable
 
-    images, _ = render_turntable(template, MeshRenderer(size), vertices, texture.to(vertices.dtype), list(azimuths),
+    images, _ = render_turntable(template, make_renderer(size), vertices, texture.to(vertices.dtype), list(azimuths),
                                  scale=scale, background=1.0)
     return (images.clamp(-1, 1) + 1) / 2
 

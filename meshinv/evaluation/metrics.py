@@ -31,7 +31,7 @@ import torch
 
 from ..geometry.camera import WeakPerspectiveCamera, turntable_quaternions
 from ..geometry.template import MeshTemplate
-from ..render.renderer import MeshRenderer
+from ..render.settings import Renderer, make_renderer
 from ..utils.masks import mask_iou as iou
 from .config import EvaluationConfig
 
@@ -66,7 +66,7 @@ class EvaluationContext:
 
     record: InversionRecord
     template: MeshTemplate
-    renderer: MeshRenderer
+    renderer: Renderer
     cfg: EvaluationConfig
     target_mask: Optional[torch.Tensor] = None
     gt: dict = field(default_factory=dict)
@@ -154,7 +154,7 @@ def turntable_silhouettes(template: MeshTemplate, vertices: torch.Tensor, azimut
     n = quaternions.shape[0]
     camera = WeakPerspectiveCamera(vertices.new_full((n, 1), scale), vertices.new_zeros(n, 2), quaternions)
     ndc = camera.transform(vertices.unsqueeze(0).expand(n, -1, -1), center=True, translate=False)
-    return MeshRenderer(image_size).rasterize(ndc, template.faces.to(vertices.device)).mask[:, 0] > 0.5
+    return make_renderer(image_size).rasterize(ndc, template.faces.to(vertices.device)).mask[:, 0] > 0.5
 
 
 def weak_perspective_chamfer(pred_vertices: torch.Tensor, pred_camera: torch.Tensor, gt_vertices: torch.Tensor,

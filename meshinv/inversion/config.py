@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Optional, TypeVar
 
 from ..data.preprocess import CropConfig
+from ..render.settings import RenderSettings
 from ..utils.config import ConfigError
 
 T = TypeVar("T")
@@ -100,6 +101,10 @@ class ExportConfig:
         _at_least(1, "inversion.export.turntable_size", self.turntable_size)
         _at_least(1, "inversion.export.turntable_ms_per_frame", self.turntable_ms_per_frame)
 
+    @property
+    def turntable_render_settings(self) -> RenderSettings:
+        return RenderSettings(self.turntable_size)
+
 
 def _project(config, cls: type[T]) -> T:
     return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
@@ -161,6 +166,11 @@ class InversionAlgorithm:
                 raise ConfigError(f"inversion.betas[{i}] must be in [0, 1), got {beta!r}")
         self.loss.validate()
         self.camera_init.validate()
+
+    @property
+    def render_settings(self) -> RenderSettings:
+        """The objective renders at the working resolution."""
+        return RenderSettings(self.crop.img_size)
 
     @property
     def algorithm(self) -> "InversionAlgorithm":

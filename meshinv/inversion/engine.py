@@ -21,7 +21,7 @@ from ..geometry.camera import normalize_quaternion
 from ..geometry.template import MeshTemplate
 from ..losses import VGGFeatures
 from ..models.generator import ConvMeshGenerator
-from ..render.renderer import MeshRenderer
+from ..render.settings import make_renderer
 from ..utils.masks import mask_iou
 from .config import InversionAlgorithm
 from .objective import InversionObjective, InversionTargets, ObjectiveOutput
@@ -99,7 +99,7 @@ class Inverter:
             vgg = VGGFeatures(cfg.loss.vgg_weights, allow_random_weights=cfg.loss.allow_random_vgg,
                               pool_threshold=cfg.loss.subpool_threshold)
         self.vgg = vgg.to(self.device, self.dtype) if vgg is not None else None
-        self.renderer = MeshRenderer(cfg.crop.img_size)
+        self.renderer = make_renderer(cfg.render_settings)
         self.objective = InversionObjective(self.template, self.renderer, cfg.loss, self.vgg,
                                             recompute_target_features=cfg.recompute_target_features, seed=cfg.seed)
 

@@ -6,10 +6,10 @@ import torch
 
 from ..geometry.camera import WeakPerspectiveCamera, turntable_quaternions
 from ..geometry.template import MeshTemplate
-from .renderer import MeshRenderer
+from .settings import Renderer
 
 
-def render_turntable(template: MeshTemplate, renderer: MeshRenderer, vertices: torch.Tensor, texture: torch.Tensor,
+def render_turntable(template: MeshTemplate, renderer: Renderer, vertices: torch.Tensor, texture: torch.Tensor,
                      azimuths_deg, scale: float = 0.7, background: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Render one mesh, vertices (V, 3) and texture (C, T, T) in [-1, 1], from each azimuth around
     the canonical pose, centred and untranslated (the evaluation's novel-view protocol).

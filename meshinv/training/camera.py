@@ -46,7 +46,7 @@ from ..data.sample import DataError, Sample
 from ..geometry.camera import WeakPerspectiveCamera, normalize_quaternion, quaternion_to_matrix
 from ..geometry.template import MeshTemplate, TemplateConfig, build_template
 from ..models.camera import CameraPredictor, RotationHead, save_camera_predictor
-from ..render.renderer import MeshRenderer
+from ..render.settings import Renderer, make_renderer
 from ..utils.config import at_least, check, greater_than, require, to_dict, validate_config
 from ..utils.io import save_json
 from ..utils.masks import mask_iou
@@ -309,10 +309,10 @@ def camera_errors(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.T
 
 
 def overlay_iou(cameras: torch.Tensor, masks: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
-                renderer: Optional[MeshRenderer] = None) -> torch.Tensor:
+                renderer: Optional[Renderer] = None) -> torch.Tensor:
     """(B,) IoU of (B, 1, H, W) masks with the silhouette of one (V, 3) shape seen through (B, 7)
     cameras, rendered at the masks' resolution."""
-    renderer = renderer or MeshRenderer(tuple(masks.shape[-2:]))
+    renderer = renderer or make_renderer(tuple(masks.shape[-2:]))
     vertices = vertices.to(cameras)[None].expand(cameras.shape[0], -1, -1)
     ndc = WeakPerspectiveCamera.from_tensor(cameras).transform(vertices)
     silhouette = renderer.rasterize(ndc, faces.to(cameras.device)).mask
@@ -425,7 +425,7 @@ def predict_cameras(model: CameraPredictor, dataset, device: torch.device, batch
         masks = torch.stack([s.mask for s in samples]).to(device)
         cameras = model(images, masks)
         if renderer is None or renderer.image_size != tuple(masks.shape[-2:]):
-            renderer = MeshRenderer(tuple(masks.shape[-2:]))
+            renderer = make_renderer(tuple(masks.shape[-2:]))
         ious = overlay_iou(cameras, masks, shape.vertices.to(device), shape.faces.to(device), renderer)
         for sample, camera, iou in zip(samples, cameras.cpu(), ious.cpu()):
             if sample.image_id in out:
@@ -454,7 +454,7 @@ def evaluate_predictor(model: CameraPredictor, data: CachedSamples, device: torc
         result[f"{name}_mean"] = float(values.mean())
     result["rotation_within_30deg"] = float((errors["rotation_error_deg"] < 30).float().mean())
     if data.masks is not None and shape is not None:
-        renderer = MeshRenderer(tuple(data.masks.shape[-2:]))
+        renderer = make_renderer(tuple(data.masks.shape[-2:]))
         for name, cameras in (("pred", pred), ("gt", data.cameras)):
             ious = torch.cat([overlay_iou(cameras[i:i + batch_size].to(device), data.masks[i:i + batch_size],
                                           shape.vertices.to(device), shape.faces.to(device), renderer).cpu()

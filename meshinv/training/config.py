@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional
 
 from ..models.generator import num_texture_up_blocks
+from ..render.settings import RenderSettings
 from ..utils.config import SettingError, at_least, greater_than, require, within
 
 
@@ -92,6 +93,11 @@ class PretrainConfig:
         greater_than(self, 0, "lr_g", "lr_d")
         within(self, 0, 1, "ema_alpha")
         check_adam_betas(self)
+
+    @property
+    def render_settings(self) -> RenderSettings:
+        """How the image branch renders its fake samples."""
+        return RenderSettings(self.render_size)
 
 
 def check_adam_betas(cfg) -> None:

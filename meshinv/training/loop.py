@@ -24,7 +24,7 @@ from ..geometry.template import TemplateConfig, build_template
 from ..models.checkpoints import save_generator_checkpoint
 from ..models.discriminators import PatchDiscriminator, UVDiscriminator
 from ..models.generator import ConvMeshGenerator, ema_alpha, truncated_normal, update_ema
-from ..render.renderer import MeshRenderer
+from ..render.settings import make_renderer
 from ..render.views import render_turntable
 from ..utils.config import to_dict, validate_config
 from ..utils.images import read_image_tensor, save_grid
@@ -151,7 +151,7 @@ class Pretrainer:
         self.opt_patch = (torch.optim.Adam(self.patch_discriminator.parameters(), lr=cfg.lr_d, **adam)
                           if self.patch_discriminator is not None else None)
         self.loss = PretrainLoss(self.generator, self.uv_discriminator, self.patch_discriminator, self.template,
-                                 MeshRenderer(cfg.render_size), model_cfg.latent_dim, cfg.image_loss_weight,
+                                 make_renderer(cfg.render_settings), model_cfg.latent_dim, cfg.image_loss_weight,
                                  cfg.smoothness_weight, cfg.mask_image_loss)
         self.iteration = 0
         self.frechet: Optional[tuple[PCAFrechet, PCAFrechet]] = None
@@ -272,7 +272,7 @@ class Pretrainer:
     def sample_grid(self, path: Path, count: int = 8, azimuths=(0, 90, 180, 270)) -> None:
         textures, maps, _ = self.sample(count)
         vertices = self.template.vertex_positions(maps)
-        renderer = MeshRenderer(128)
+        renderer = make_renderer(128)
         views = [render_turntable(self.template, renderer, v, t, list(azimuths))[0] for v, t in zip(vertices, textures)]
         save_grid(path, torch.cat(views), nrow=len(azimuths) * 2)
 
