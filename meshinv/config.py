@@ -17,7 +17,7 @@ from .data.segment import SegmentConfig
 from .data.synthetic import SyntheticConfig
 from .evaluation.config import EvaluationConfig
 from .geometry.template import TemplateConfig
-from .inversion.config import InversionConfig
+from .inversion.config import SHIPPED_PRIOR, InversionConfig
 from .render.settings import RenderSettings
 from .training.camera import CameraTrainConfig
 from .training.config import ModelConfig, PretrainConfig
@@ -28,7 +28,7 @@ from .utils.config import at_least, greater_than, require
 class SampleConfig:
     """scripts/sample.py: meshes drawn from a pretrained generator."""
 
-    checkpoint: str = "pretrained/synthetic_prior_ours.pt"
+    checkpoint: str = SHIPPED_PRIOR
     out_dir: str = "outputs/samples"
     count: int = 8
     seed: int = 0

@@ -22,7 +22,7 @@ from meshinv.data.sample import DataError
 from meshinv.data.segment import segment_missing
 from meshinv.geometry.template import build_template
 from meshinv.inversion import (
-    Inverter, InversionRun, MissingInputsError, OutputFolder, OutputFolderError, check_job_inputs,
+    Inverter, InversionRun, MissingInputsError, OutputFolder, OutputFolderError, check_job_inputs, validate_inversion,
 )
 from meshinv.inversion.output import LOG_FILE, MASK_CACHE
 from meshinv.inversion.results import RUN_CONFIG_FILE
@@ -43,7 +43,7 @@ def main() -> int:
     setup_logging(args.log_level)
     output = OutputFolder(inv.out_dir)
     try:
-        inv.validate()
+        validate_inversion(inv)
         output.refuse_dataset(inv.data_root)
         with output.locked():
             setup_logging(args.log_level, output.path / LOG_FILE)  # only the lock holder writes into OUT

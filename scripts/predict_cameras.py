@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from meshinv.config import ExperimentConfig
+from meshinv.data.camera_predictions import PREDICTIONS_FILE
 from meshinv.data.folder import FolderDataset
 from meshinv.data.preprocess import CropConfig
 from meshinv.geometry.template import build_template
@@ -65,7 +66,7 @@ def main() -> None:
         log.warning("%d of %d images have no mask in %s and are left out", len(dataset) - len(with_mask),
                     len(dataset), root / "masks")
     predictions = predict_cameras(model, torch.utils.data.Subset(dataset, with_mask), device, p.batch_size, shape)
-    out = Path(p.out) if p.out else root / "cmr_pred_cam.pth"
+    out = Path(p.out) if p.out else root / PREDICTIONS_FILE
     save_torch(out, predictions)
     trusted = sum(v["pred_pose_overlay_iou"] > TRUSTED_IOU for v in predictions.values())
     log.info("wrote %d cameras to %s (%d with overlay IoU > %.1f)", len(predictions), out, trusted, TRUSTED_IOU)

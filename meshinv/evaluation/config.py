@@ -6,13 +6,8 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from ..data.preprocess import CropConfig
+from ..inversion.config import default_inversion_crop
 from ..utils.config import at_least, greater_than, within
-
-
-def _evaluation_crop() -> CropConfig:
-    # The inversion's default crop (meshinv/inversion/config.py). Used where a results folder records
-    # no crop of its own (evaluate.inversion_crop); img_size is replaced by each record's image_size.
-    return CropConfig(img_size=256, padding=0.05, jitter=0.0, mask_threshold=0.95)
 
 
 @dataclass
@@ -49,7 +44,7 @@ class EvaluationConfig:
     data_dir: Optional[str] = None           # the dataset that was inverted; None = result folders only
     split: Optional[str] = None              # None = the dataset kind's default (meshinv.data.datasets)
     metrics: list[str] = field(default_factory=lambda: ["mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d"])
-    crop: CropConfig = field(default_factory=_evaluation_crop)
+    crop: CropConfig = field(default_factory=default_inversion_crop)  # where a result records none; img_size follows it
     limit: Optional[int] = None              # only the first N result folders (sorted by image id)
     # Novel views (novel_view_iou, FID_10, FID_12): about the canonical pose, centred, untranslated (SPEC 8).
     novel_view_size: int = 256

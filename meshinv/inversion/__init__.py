@@ -14,6 +14,7 @@ from ..utils.masks import mask_iou
 from .camera_init import CameraInitializer, perturb_camera
 from .config import (
     CameraInitConfig, ExportConfig, InversionAlgorithm, InversionConfig, InversionJob, InversionLossConfig,
+    validate_inversion,
 )
 from .engine import BatchResult, Inverter, camera_problem, invert
 from .objective import InversionObjective, InversionTargets
@@ -23,7 +24,8 @@ from .run import InversionRun, MissingInputsError, check_job_inputs
 
 __all__ = [
     "CameraInitializer", "perturb_camera", "CameraInitConfig", "ExportConfig", "InversionAlgorithm",
-    "InversionConfig", "InversionJob", "InversionLossConfig", "BatchResult", "Inverter", "camera_problem", "invert",
+    "InversionConfig", "InversionJob", "InversionLossConfig", "validate_inversion", "BatchResult", "Inverter",
+    "camera_problem", "invert",
     "InversionObjective", "InversionTargets", "mask_iou", "OutputFolder", "OutputFolderError", "InversionRecord",
     "finished_ids", "iter_records", "load_record", "InversionRun", "MissingInputsError", "check_job_inputs",
 ]

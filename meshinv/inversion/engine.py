@@ -23,7 +23,7 @@ from ..losses import VGGFeatures
 from ..models.generator import ConvMeshGenerator
 from ..render.settings import make_renderer
 from ..utils.masks import mask_iou
-from .config import InversionAlgorithm
+from .config import InversionAlgorithm, validate_inversion
 from .objective import InversionObjective, InversionTargets, ObjectiveOutput
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Inverter:
     def __init__(self, generator: ConvMeshGenerator, template: MeshTemplate, cfg: InversionAlgorithm,
                  device: torch.device | str = "cpu", vgg: Optional[VGGFeatures] = None):
         cfg = cfg.algorithm
-        cfg.validate()
+        validate_inversion(cfg)
         self.device = torch.device(device)
         self.generator = generator.to(self.device).eval()
         for parameter in self.generator.parameters():

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from ..data.folder import FolderDataset
 from ..data.preprocess import CropConfig, mirror_ndc_camera
+from ..data.camera_predictions import TRUSTED_OVERLAY_IOU as TRUSTED_IOU, prediction_entry
 from ..data.sample import DataError, Sample
 from ..geometry.camera import WeakPerspectiveCamera, normalize_quaternion, quaternion_to_matrix
 from ..geometry.template import MeshTemplate, TemplateConfig, build_template
@@ -59,7 +60,6 @@ LrDecay = Literal["none", "cosine"]
 RotationLoss = Literal["quaternion", "matrix"]
 ROTATION_LOSSES = get_args(RotationLoss)
 FINAL = "camera_predictor.pt"
-TRUSTED_IOU = 0.7  # SPEC section 6: inversion uses a predicted camera only above this overlay IoU
 
 
 @dataclass
@@ -430,7 +430,7 @@ def predict_cameras(model: CameraPredictor, dataset, device: torch.device, batch
         for sample, camera, iou in zip(samples, cameras.cpu(), ious.cpu()):
             if sample.image_id in out:
                 raise DataError(f"{sample.source}: image id {sample.image_id!r} appears twice")
-            out[sample.image_id] = {"pred_cam": camera.float().clone(), "pred_pose_overlay_iou": float(iou)}
+            out[sample.image_id] = prediction_entry(camera, iou)
     return out
 
 
