@@ -75,7 +75,7 @@ def main() -> None:
 
 
 def oracle(cfg: ExperimentConfig, template, root: Path, count: int, steps: int = 300) -> None:
-    generator = load_generator(cfg.inversion.checkpoint).eval()
+    generator = load_generator(cfg.inversion.checkpoint, template=cfg.template, model=cfg.model).eval()
     for parameter in generator.parameters():
         parameter.requires_grad_(False)
     crop = cfg.inversion.crop

@@ -37,7 +37,7 @@ def main() -> None:
     setup_logging(args.log_level, out / "log.txt")
     save_config(cfg, out / "config.yaml")
     device = resolve_device(cfg.device)
-    generator = load_generator(s.checkpoint, device)
+    generator = load_generator(s.checkpoint, device, template=cfg.template, model=cfg.model)
     template = build_template(cfg.template).to(device)
     seed = torch.Generator().manual_seed(s.seed)
     sigma = s.truncation_sigma if s.truncation_sigma is not None else cfg.model.truncation_sigma

@@ -385,6 +385,21 @@ def test_missing_inputs_are_reported_together_before_any_work(tmp_path, monkeypa
     assert "pretrained/README.md" in message
 
 
+def test_a_prior_made_for_another_template_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from meshinv.geometry.template import TemplateConfig
+
+    photos = photo_folder(tmp_path / "photos")
+    checkpoint, out = tmp_path / "prior16.pt", tmp_path / "out"
+    save_generator_checkpoint(checkpoint, tiny_generator(), template=TemplateConfig(rings=16))
+    code = run_script(monkeypatch, "--data", str(photos), "--out", str(out), "--checkpoint", str(checkpoint),
+                      "--set", "model.latent_dim=8", "--set", "template.rings=31",
+                      "--set", "inversion.loss.feature_weight=0")
+    message = capsys.readouterr().err
+    assert code == 1
+    assert str(checkpoint) in message and "template.rings is 16 in the checkpoint but 31 in the config" in message
+    assert not (out / "settings.json").exists() and not (out / "config.yaml").exists()
+
+
 def test_photos_with_masks_go_through_when_the_segmenter_is_missing(tmp_path, caplog):
     photos = photo_folder(tmp_path / "photos", stems=("p0", "p1", "p2"))
     (photos / "masks" / "p2.png").unlink()

@@ -120,7 +120,7 @@ class Pretrainer:
 
     def __init__(self, model_cfg: ModelConfig, cfg: PretrainConfig, template_cfg: TemplateConfig,
                  device: torch.device, experiment: Optional[dict] = None):
-        self.model_cfg, self.cfg = model_cfg, cfg
+        self.model_cfg, self.cfg, self.template_cfg = model_cfg, cfg, template_cfg
         self.device = local_device(device)
         self.context = init_distributed(self.device)
         self.out_dir = Path(cfg.out_dir)
@@ -192,7 +192,8 @@ class Pretrainer:
 
     def save(self, path: Path) -> None:
         if self.context.is_main:
-            save_generator_checkpoint(path, self.generator, self.state(), generator_ema=self.generator_ema)
+            save_generator_checkpoint(path, self.generator, self.state(), generator_ema=self.generator_ema,
+                                      template=self.template_cfg)
 
     def resume(self, path: Path) -> None:
         required = ["generator", "generator_ema", "uv_discriminator", "optimizer_g", "optimizer_d", "iteration"]
@@ -356,7 +357,8 @@ class Pretrainer:
             log.error("the %d replicas have diverged", self.context.world_size)
         if self.context.is_main:
             save_generator_checkpoint(self.out_dir / "generator_ema.pt", self.generator_ema,
-                                      {"config": self.state()["config"], "iteration": self.iteration})
+                                      {"config": self.state()["config"], "iteration": self.iteration},
+                                      template=self.template_cfg)
             save_json(self.out_dir / "summary.json", summary)
             writer.close()
         return summary
