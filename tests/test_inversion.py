@@ -1,6 +1,6 @@
-"""Inversion: the objective is the sum of the spec's losses, a batch equals its images one by one,
-optimisation recovers a target the prior can make, starting cameras behave as configured, and
-scripts/invert.py writes every output, records bad images and resumes after SIGKILL."""
+"""Inversion: the objective is the sum of the losses of docs/method.md section 7, a batch equals its
+images one by one, optimisation recovers a target the prior can make, starting cameras behave as
+configured, and scripts/invert.py writes every output, records bad images and resumes after SIGKILL."""
 
 from __future__ import annotations
 

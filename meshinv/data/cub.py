@@ -1,4 +1,4 @@
-"""CUB-200-2011 birds as CMR, ConvMesh and MeshInversion use them (SPEC section 9).
+"""CUB-200-2011 birds as CMR, ConvMesh and MeshInversion use them (docs/method.md section 9).
 
     ROOT/CUB_200_2011/images/<class folder>/<name>.jpg
                       images.txt                  "<image id> <rel_path>"

@@ -1,4 +1,4 @@
-"""The evaluation section of an experiment config (SPEC section 8)."""
+"""The evaluation section of an experiment config (docs/method.md section 8)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class FIDConfig:
     """FID_1, FID_10 and FID_12 (meshinv/evaluation/fid.py)."""
 
     # "fid": the TF-ported FID Inception (pytorch-fid's pt_inception-2015-12-05-6726825d.pth), as
-    # SPEC 8 asks. "torchvision": torchvision's ImageNet Inception v3, which is what the original code
+    # docs/method.md section 8 says. "torchvision": torchvision's ImageNet Inception v3, which is what the original code
     # actually runs (lib/utils/inception.py) and what its released statistics file was made with.
     network: Literal["fid", "torchvision"] = "fid"
     weights: Optional[str] = None            # file name or path; None = the network's standard file
@@ -46,7 +46,8 @@ class EvaluationConfig:
     metrics: list[str] = field(default_factory=lambda: ["mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d"])
     crop: CropConfig = field(default_factory=default_inversion_crop)  # where a result records none; img_size follows it
     limit: Optional[int] = None              # only the first N result folders (sorted by image id)
-    # Novel views (novel_view_iou, FID_10, FID_12): about the canonical pose, centred, untranslated (SPEC 8).
+    # Novel views (novel_view_iou, FID_10, FID_12): about the canonical pose, centred, untranslated
+    # (docs/method.md section 8).
     novel_view_size: int = 256
     novel_view_scale: float = 0.7
     azimuths: list[float] = field(default_factory=lambda: [30.0 * k for k in range(12)])

@@ -1,15 +1,16 @@
 """Evaluation metrics, kept in a registry (name -> function).
 
 Per image (a function of one image's EvaluationContext, returning a float):
-    mask_iou        rendered hard mask vs. the target mask, input view (SPEC 8)
+    mask_iou        rendered hard mask vs. the target mask, input view (docs/method.md section 8)
     full_mask_iou   the same rendered mask vs. the ground-truth full-object mask (synthetic data)
     novel_view_iou  silhouette IoU of prediction vs. ground truth over turntable views (synthetic)
     chamfer_3d      Chamfer distance of the vertices after weak-perspective alignment (synthetic)
     iou_3d          voxel IoU with the image's CAD model, box-aligned per image (PASCAL3D+;
                     meshinv/evaluation/voxels.py)
 Over the whole dataset (one number from all images):
-    fid_1           FID of masked inputs vs. masked reconstructions in the input view (SPEC 8; fid.py)
-    fid_10, fid_12  FID of novel views about the canonical pose vs. real-image statistics (SPEC 8; fid.py)
+    fid_1           FID of masked inputs vs. masked reconstructions in the input view (docs/method.md section 8; fid.py)
+    fid_10, fid_12  FID of novel views about the canonical pose vs. real-image statistics
+                    (docs/method.md section 8; fid.py)
     iou_3d_global   iou_3d with one box alignment averaged over all images, as CMR's eval_mean_iou.m
 
 A per-image metric raises MissingInputError, naming what is missing, when the image lacks an input

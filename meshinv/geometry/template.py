@@ -8,7 +8,7 @@ renders the texture through its per-corner UVs.
 Symmetric templates (the default, as in the paper) have a mirror plane x = 0. Vertices are split
 into "neg" (x < -1e-4), "pos" (x > 1e-4, the mirror partner of each neg vertex, in matching order)
 and "zero" (on the plane); only the non-negative half ("nonneg" = pos then zero) is sampled and the
-neg half copies its partner's offset with x negated. All formulas follow ../shared/SPEC.md, section 1.
+neg half copies its partner's offset with x negated. All formulas follow docs/method.md section 1.
 """
 
 from __future__ import annotations

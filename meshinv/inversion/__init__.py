@@ -1,4 +1,4 @@
-"""Inversion: find the latent code and camera whose rendering best explains an image (SPEC section 6).
+"""Inversion: find the latent code and camera whose rendering best explains an image (docs/method.md section 6).
 
     config      InversionAlgorithm (what decides a result: schedule, losses, z selection, camera start),
                 InversionJob (which images, output folder, exports), InversionConfig (both: the YAML section)

@@ -1,4 +1,4 @@
-"""The inversion section of an experiment config (SPEC sections 6 and 7; defaults are the paper's).
+"""The inversion section of an experiment config (docs/method.md sections 6 and 7; defaults are the paper's).
 
 Two halves, one flat YAML section (`inversion:`):
     InversionAlgorithm  what decides an image's result: crop, z search, schedule, losses, seed,

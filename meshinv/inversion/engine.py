@@ -1,5 +1,5 @@
 """Inversion of a batch of images: pick each image's starting z among random samples, then optimise
-z and the camera with the 4-stage schedule (SPEC section 6).
+z and the camera with the 4-stage schedule (docs/method.md section 6).
 
 Each image has its own z, camera, optimiser state and loss, and the batch loss is the sum of the
 per-image losses, so a batch gives the same result as its images run one by one (up to float
@@ -132,7 +132,7 @@ class Inverter:
 
         Returns z (B, D), its loss (B,) and the classes (B,) (None for an unconditional prior).
         (The original's candidate scores leave out the latent norm, which it evaluated on the
-        current z rather than the candidate's; the full loss here includes it, as the spec says.)
+        current z rather than the candidate's; the full loss here includes it, as docs/method.md section 6 says.)
         """
         n, dim = self.cfg.select_num, self.generator.latent_dim
         candidates = torch.randn(n, dim, generator=torch.Generator().manual_seed(self.cfg.seed))

@@ -4,7 +4,7 @@ Every term is per image, (B,), so that a batch of images (or of z candidates for
 batch of independent problems: the sum over the batch has, for each image's parameters, exactly the
 gradient of that image's own loss.
 
-Terms (SPEC section 7; `InversionLossConfig` holds the weights):
+Terms (docs/method.md section 7; `InversionLossConfig` holds the weights):
     mask        Chamfer distance between all projected vertices and the target mask's pixel centres
     pixel       pixel-level Chamfer texture loss, rendering -> target
     feature     VGG-19 relu3_1 feature-level Chamfer texture loss, both directions

@@ -18,7 +18,7 @@ is not I/O bound. The loop is resumable: batch order and augmentation come from 
 
 `predict_cameras` writes the original's `cmr_pred_cam.pth` entries: per image stem, `pred_cam`
 (7,) and `pred_pose_overlay_iou`, the IoU of the target mask with the silhouette of a mean shape
-seen through the predicted camera (inversion trusts the prediction only above 0.7, SPEC section 6).
+seen through the predicted camera (inversion trusts the prediction only above 0.7, docs/method.md section 6).
 The mean shape is, in order of preference: a `mean_shape` file given in the config, the one stored
 in the predictor's checkpoint (training stores its `mean_shape`, else the SfM mean shape of a CUB /
 PASCAL3D+ split, else the mean ground-truth shape of a synthetic split), or the undeformed

@@ -12,7 +12,7 @@ from ..utils.config import SettingError, at_least, greater_than, require, within
 
 @dataclass
 class ModelConfig:
-    """The ConvMesh generator (SPEC section 3) and its discriminators (section 4)."""
+    """The ConvMesh generator (docs/method.md section 3) and its discriminators (section 4)."""
 
     latent_dim: int = 64
     n_classes: int = 0                 # 0 = unconditional
@@ -48,7 +48,7 @@ class ModelConfig:
 
 @dataclass
 class PretrainConfig:
-    """GAN pretraining on pseudo-GT UV maps (SPEC section 4); defaults are the paper's."""
+    """GAN pretraining on pseudo-GT UV maps (docs/method.md section 4); defaults are the paper's."""
 
     data: str = "datasets/synthetic/train/pseudogt_128x128"  # folder of pseudo-GT .npz files
     gt_dir: Optional[str] = None       # synthetic ground truth (<split>/gt) for the Frechet signal

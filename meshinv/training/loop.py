@@ -245,7 +245,8 @@ class Pretrainer:
     def discriminator_step(self, batch: PretrainBatch) -> dict[str, torch.Tensor]:
         self.opt_d.zero_grad(set_to_none=True)
         if self.opt_patch is not None:
-            self.opt_patch.zero_grad(set_to_none=True)  # the original never zeroed these (SPEC **fix**)
+            # The original never zeroed these (docs/method.md section 4: differs from the original).
+            self.opt_patch.zero_grad(set_to_none=True)
         losses = self.loss.discriminator_loss(batch)
         total = losses["d_total"] + losses.get("d_image_total", 0.0)
         total.backward()

@@ -1,4 +1,4 @@
-"""The pretraining objective (SPEC section 4) as one object that the loop calls per phase.
+"""The pretraining objective (docs/method.md section 4) as one object that the loop calls per phase.
 
 Generator: masked UV hinge loss (weighted per UV discriminator) + image_weight * least-squares
 PatchGAN loss on the generated mesh rendered with the real sample's camera + smoothness_weight *
