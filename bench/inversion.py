@@ -152,7 +152,7 @@ def main() -> None:
     inv.loss = replace(inv.loss, feature_weight=0.04, allow_random_vgg=True)
     if args.image_size:
         inv.crop = replace(inv.crop, img_size=args.image_size)
-    generator = load_generator(args.checkpoint or inv.checkpoint)
+    generator = load_generator(args.checkpoint or inv.checkpoint, template=cfg.template, model=cfg.model)
     template = build_template(cfg.template)
     dataset = SyntheticDataset(inv.data, inv.crop)
     samples = [dataset[i] for i in range(args.images)]

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from meshinv.config import ExperimentConfig
+from meshinv.data.camera_predictions import PREDICTIONS_FILE
 from meshinv.geometry.template import build_template
 from meshinv.models.camera import camera_predictor_from_checkpoint, read_camera_checkpoint
 from meshinv.training.camera import FINAL, TRUSTED_IOU, overlay_shape, predict_folder_cameras
@@ -42,7 +43,7 @@ def main() -> None:
     log.info("overlay IoU shape: %s", shape.source)
     predictions = predict_folder_cameras(model, p.data, cfg.camera.padding, device, p.batch_size, shape,
                                          cfg.segment if p.auto_masks else None)
-    out = Path(p.out) if p.out else Path(p.data) / "cmr_pred_cam.pth"
+    out = Path(p.out) if p.out else Path(p.data) / PREDICTIONS_FILE
     save_torch(out, predictions)
     trusted = sum(v["pred_pose_overlay_iou"] > TRUSTED_IOU for v in predictions.values())
     log.info("wrote %d cameras to %s (%d with overlay IoU > %.1f)", len(predictions), out, trusted, TRUSTED_IOU)

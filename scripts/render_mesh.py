@@ -19,7 +19,7 @@ import torch
 
 from meshinv.geometry import MeshTemplate, TemplateConfig, build_template
 from meshinv.geometry.procedural import checker_texture, smooth_symmetric_map
-from meshinv.render import MeshRenderer
+from meshinv.render import make_renderer
 from meshinv.render.views import render_turntable
 from meshinv.utils.config import parse_cli, save_config
 from meshinv.utils.device import resolve_device
@@ -73,7 +73,7 @@ def main() -> None:
     texture = texture.to(device)
     log.info("template: %s; device: %s", template.extra_repr(), device)
 
-    renderer = MeshRenderer(cfg.image_size)
+    renderer = make_renderer(cfg.image_size)
     with torch.no_grad():
         images, masks = render_turntable(template, renderer, vertices, texture[0], cfg.azimuths, cfg.scale, cfg.background)
     save_grid(out / "turntable.png", images, nrow=min(len(cfg.azimuths), 4))

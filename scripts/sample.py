@@ -33,7 +33,7 @@ def main() -> None:
     save_config(cfg, out / "config.yaml")
     device = resolve_device(cfg.device)
     sigma = s.truncation_sigma if s.truncation_sigma is not None else cfg.model.truncation_sigma
-    views, summary = export_samples(load_generator(s.checkpoint, device), build_template(cfg.template).to(device), out,
+    views, summary = export_samples(load_generator(s.checkpoint, device, template=cfg.template, model=cfg.model), build_template(cfg.template).to(device), out,
                                     s.count, sigma, s.seed, s.classes, s.image_size, s.azimuths)
     save_grid(out / "samples.png", views, nrow=len(s.azimuths) * max(1, 8 // len(s.azimuths)))
     save_json(out / "summary.json", {"checkpoint": str(s.checkpoint), **summary})

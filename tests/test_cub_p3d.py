@@ -16,9 +16,8 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 from meshinv.data import DataError
-from meshinv.data.cub import (
-    CUB_KEYPOINT_PERMUTATION, CUBDataset, cub_class_names, load_cmr_predicted_cameras, select_camera,
-)
+from meshinv.data.camera_predictions import load_cmr_predicted_cameras, select_camera
+from meshinv.data.cub import CUB_KEYPOINT_PERMUTATION, CUBDataset, cub_class_names
 from meshinv.data.datasets import DATASET_KINDS, detect_kind, kind_info, open_dataset
 from meshinv.data.info import DatasetInfo
 from meshinv.data.inspect import inspect_dataset
@@ -280,6 +279,19 @@ def test_cmr_predicted_cameras(cub_root, tmp_path):
     torch.save({"a": {"pred_cam": torch.zeros(6), "pred_pose_overlay_iou": 1.0}}, bad)
     with pytest.raises(DataError, match=r"bad\.pth.*7"):
         load_cmr_predicted_cameras(bad)
+
+
+def test_the_predictions_writer_and_reader_share_one_format(tmp_path):
+    """The camera trainer's entries (prediction_entry) are what inversion's reader takes."""
+    from meshinv.data.camera_predictions import PREDICTIONS_FILE, prediction_entry
+    from meshinv.utils.io import save_torch
+
+    camera = torch.tensor([0.5, 0.1, -0.1, 1.0, 0.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
+    save_torch(tmp_path / PREDICTIONS_FILE, {"a": prediction_entry(camera, 0.75), "b": prediction_entry(camera, 0.7)})
+    predictions = load_cmr_predicted_cameras(tmp_path / PREDICTIONS_FILE)
+    assert torch.equal(predictions["a"].camera, camera.detach().float()) and predictions["a"].overlay_iou == 0.75
+    assert select_camera(None, predictions["a"])[1] == "prediction"
+    assert select_camera(None, predictions["b"])[1] == "dataset"  # trusted only above the threshold
 
 
 def test_cub_errors_name_the_file(cub_root, tmp_path):

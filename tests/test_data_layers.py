@@ -32,7 +32,7 @@ def meshinv_imports(path: Path) -> set[str]:
 
 def test_meshinv_imports_resolves_relative_imports():
     assert meshinv_imports(DATA / "synthetic.py") >= {"meshinv.utils.images", "meshinv.data.folder"}
-    assert "meshinv.render.renderer" in meshinv_imports(REPO_ROOT / "meshinv" / "datagen" / "synthetic.py")
+    assert "meshinv.render.settings" in meshinv_imports(REPO_ROOT / "meshinv" / "datagen" / "synthetic.py")
 
 
 def test_no_data_module_imports_render_models_or_anything_above():

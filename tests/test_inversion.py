@@ -1,6 +1,6 @@
-"""Inversion: the objective is the sum of the spec's losses, a batch equals its images one by one,
-optimisation recovers a target the prior can make, starting cameras behave as configured, and
-scripts/invert.py writes every output, records bad images and resumes after SIGKILL."""
+"""Inversion: the objective is the sum of the losses of docs/method.md section 7, a batch equals its
+images one by one, optimisation recovers a target the prior can make, starting cameras behave as
+configured, and scripts/invert.py writes every output, records bad images and resumes after SIGKILL."""
 
 from __future__ import annotations
 
@@ -221,7 +221,7 @@ def test_subsampling_keeps_pairs_and_counts():
 
 def _script(data, out, checkpoint, *extra):
     args = [sys.executable, "scripts/invert.py", "--config", "configs/synthetic.yaml", "--data", str(data),
-            "--out", str(out), "--checkpoint", str(checkpoint), "--set", "device=cpu",
+            "--out", str(out), "--checkpoint", str(checkpoint), "--set", "device=cpu", "--set", "model.latent_dim=8",
             "--set", f"inversion.crop.img_size={SIZE}", "--set", "inversion.select_num=4",
             "--set", "inversion.batch_size=1", "--set", "inversion.export.turntable_frames=4",
             "--set", "inversion.export.turntable_size=32", "--set", "inversion.z_lrs=[0.1,0.05]",

@@ -29,7 +29,7 @@ from meshinv.data.sample import DataError, Sample
 from meshinv.geometry.template import MeshTemplate
 from meshinv.inversion import (
     ExportConfig, InversionAlgorithm, InversionConfig, InversionJob, InversionLossConfig, InversionRun, Inverter,
-    MissingInputsError, OutputFolder, OutputFolderError, check_job_inputs,
+    MissingInputsError, OutputFolder, OutputFolderError, check_job_inputs, validate_inversion,
 )
 from meshinv.inversion.camera_init import resolve_predictions_path
 from meshinv.inversion.output import result_settings
@@ -385,6 +385,21 @@ def test_missing_inputs_are_reported_together_before_any_work(tmp_path, monkeypa
     assert "pretrained/README.md" in message
 
 
+def test_a_prior_made_for_another_template_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from meshinv.geometry.template import TemplateConfig
+
+    photos = photo_folder(tmp_path / "photos")
+    checkpoint, out = tmp_path / "prior16.pt", tmp_path / "out"
+    save_generator_checkpoint(checkpoint, tiny_generator(), template=TemplateConfig(rings=16))
+    code = run_script(monkeypatch, "--data", str(photos), "--out", str(out), "--checkpoint", str(checkpoint),
+                      "--set", "model.latent_dim=8", "--set", "template.rings=31",
+                      "--set", "inversion.loss.feature_weight=0")
+    message = capsys.readouterr().err
+    assert code == 1
+    assert str(checkpoint) in message and "template.rings is 16 in the checkpoint but 31 in the config" in message
+    assert not (out / "settings.json").exists() and not (out / "config.yaml").exists()
+
+
 def test_photos_with_masks_go_through_when_the_segmenter_is_missing(tmp_path, caplog):
     photos = photo_folder(tmp_path / "photos", stems=("p0", "p1", "p2"))
     (photos / "masks" / "p2.png").unlink()
@@ -493,7 +508,25 @@ def test_the_resume_guard_compares_exactly_what_decides_a_result(tmp_path):
 def test_settings_no_run_could_use_are_refused_naming_the_key(key, value, message):
     cfg = dataclasses.replace(InversionConfig(), **{key: value})
     with pytest.raises(ConfigError, match=message):
+        validate_inversion(cfg)
+
+
+def test_inversion_settings_use_the_shared_checks():
+    """Each class checks its own keys like every other section (SettingError, relative key);
+    validate_inversion and the experiment config name them in full, once."""
+    from meshinv.config import ExperimentConfig
+    from meshinv.utils.config import SettingError, validate_config
+
+    cfg = dataclasses.replace(InversionConfig(), camera_lrs=[0.01] * 3)
+    with pytest.raises(SettingError, match=r"^camera_lrs must have one entry per stage of iterations \(4\), got 3$"):
         cfg.validate()
+    with pytest.raises(SettingError, match=r"^inversion.camera_lrs must have one entry per stage"):
+        validate_inversion(cfg)
+    experiment = ExperimentConfig(inversion=dataclasses.replace(InversionConfig(), export=ExportConfig(turntable_size=0)))
+    with pytest.raises(SettingError, match=r"^inversion.export.turntable_size must be >= 1, got 0$"):
+        validate_config(experiment)
+    with pytest.raises(SettingError, match=r"^inversion.data must not be empty when images is not set"):
+        validate_inversion(dataclasses.replace(InversionConfig(), data=""))
 
 
 def test_the_script_refuses_a_bad_setting_before_any_work(tmp_path, monkeypatch, capsys):

@@ -69,11 +69,15 @@ def test_short_run_writes_checkpoints_samples_and_metrics(pseudogt, tmp_path):
     assert texture.shape == (2, 3, 128, 128) and mesh_map.shape == (2, 3, 32, 32)
     checkpoint = torch.load(tmp_path / LATEST, map_location="cpu", weights_only=True)
     assert checkpoint["iteration"] == 6 and checkpoint["config"]["pretrain"]["batch_size"] == 4
+    # Both record the template they were trained with, for load_generator to check.
+    assert checkpoint["template"] == TemplateConfig().identity()
+    assert torch.load(tmp_path / "generator_ema.pt", weights_only=True)["template"] == TemplateConfig().identity()
 
     # scripts/sample.py exports meshes and a view grid from it.
     result = subprocess.run([sys.executable, "scripts/sample.py", "--config", "configs/synthetic.yaml",
                              "--checkpoint", str(tmp_path / "generator_ema.pt"), "--out", str(tmp_path / "samples_out"),
-                             "--set", "sample.count=2", "--set", "sample.image_size=32", "--set", "device=cpu"],
+                             "--set", "sample.count=2", "--set", "sample.image_size=32", "--set", "device=cpu",
+                             "--set", "model.latent_dim=8"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     for name in ("samples.png", "sample_000/mesh.obj", "sample_001/mesh.png", "summary.json"):

@@ -1,5 +1,5 @@
 """The mesh template: generated UV spheres vs the original's Blender OBJs, symmetry bookkeeping,
-deformation and colour sampling (SPEC section 1), against the reference fixtures where present."""
+deformation and colour sampling (docs/method.md section 1), against the reference fixtures where present."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_tangent_frames(sphere):
     rest[poles] = False
     f = frames[rest]
     n = v[rest] / v[rest].norm(dim=1, keepdim=True)
-    # Orthonormal, right-handed per the spec: n = position, t = normalise(n x up), b = n x t.
+    # Orthonormal, right-handed per docs/method.md section 1: n = position, t = normalise(n x up), b = n x t.
     eye = torch.eye(3, dtype=torch.float64).expand(len(f), 3, 3)
     assert torch.allclose(f @ f.transpose(1, 2), eye, atol=1e-6)
     assert torch.allclose(f[:, 0], n, atol=1e-6)
@@ -234,7 +234,7 @@ def bilinear_align_corners(image: np.ndarray, x: float, y: float) -> np.ndarray:
 
 
 def spec_local_offset(template: MeshTemplate, d_map: np.ndarray, vertex: int) -> np.ndarray:
-    """The local (n, t, b) offset of one vertex, following SPEC section 1 literally (numpy)."""
+    """The local (n, t, b) offset of one vertex, following docs/method.md section 1 literally (numpy)."""
     u, v = template.topo_map[vertex].double().numpy()
     _, h, w = d_map.shape
     if template.symmetric:

@@ -6,7 +6,8 @@ Pixel-space cameras and boxes use continuous pixel coordinates (pixel centres at
 them into the NDC cameras that the renderer and the losses use.
 """
 
-from .cub import CUBDataset, CmrCameraPrediction, load_cmr_predicted_cameras, select_camera
+from .camera_predictions import CmrCameraPrediction, load_cmr_predicted_cameras, select_camera
+from .cub import CUBDataset
 from .datasets import DATASET_KINDS, detect_kind, open_dataset
 from .info import DatasetInfo
 from ..utils.images import read_image, read_mask

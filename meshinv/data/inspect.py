@@ -22,7 +22,8 @@ import torch
 
 from ..geometry.camera import WeakPerspectiveCamera
 from ..utils.config import at_least, require
-from .cub import CUB_SPLITS, CUBDataset, cub_paths, load_cmr_predicted_cameras, read_id_table
+from .camera_predictions import load_cmr_predicted_cameras
+from .cub import CUB_SPLITS, CUBDataset, cub_paths, read_id_table
 from .datasets import DATASET_KINDS, dataset_kind, kind_info, split_folder
 from .folder import IMAGE_SUFFIXES, FolderDataset
 from .p3d import P3D_SPLITS, P3DDataset, load_cad_models, p3d_paths, read_keypoint_permutation, read_p3d_labels

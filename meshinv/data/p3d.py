@@ -1,4 +1,4 @@
-"""PASCAL3D+ cars as CMR and ConvMesh use them (SPEC section 9).
+"""PASCAL3D+ cars as CMR and ConvMesh use them (docs/method.md section 9).
 
     ROOT/PASCAL3D+_release1.1/Images/car_imagenet/<name>.JPEG, Images/car_pascal/<name>.jpg
                               CAD/car.mat           struct array `car`, one approximate CAD model per

@@ -1,5 +1,5 @@
 """Pseudo-ground-truth UV maps for pretraining: the file format and its reader. The builder (as
-ConvMesh builds them, SPEC sections 4 and 9) and the conversion of ConvMesh's released files are in
+ConvMesh builds them, docs/method.md sections 4 and 9) and the conversion of ConvMesh's released files are in
 meshinv.datagen.pseudogt.
 
 On disk, one pickle-free .npz per image under <split root>/pseudogt_<T>x<T>/<image id>.npz:

@@ -1,4 +1,4 @@
-"""Pseudo-ground-truth UV maps for pretraining, built as ConvMesh does (SPEC sections 4 and 9).
+"""Pseudo-ground-truth UV maps for pretraining, built as ConvMesh does (docs/method.md sections 4 and 9).
 
 From an image, its mask, a camera and a mesh of the template's topology, every texel of the UV map
 is traced to its point on the mesh surface, projected into the image, and given the image colour

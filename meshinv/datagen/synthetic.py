@@ -30,7 +30,7 @@ from ..geometry.camera import (
     WeakPerspectiveCamera, euler_to_matrix, matrix_to_quaternion, quaternion_multiply, turntable_quaternions,
 )
 from ..geometry.template import MeshTemplate, TemplateConfig, build_template
-from ..render.renderer import MeshRenderer
+from ..render.settings import make_renderer
 from ..utils.config import SettingError, at_least, greater_than, require, within
 from ..data.preprocess import bbox_from_mask
 from ..data.sample import PixelCamera
@@ -200,7 +200,7 @@ class SyntheticGenerator:
             raise ValueError("the synthetic category needs a symmetric template (template.symmetric: true)")
         self.fitter = DeformationFitter(self.template)  # for the configured template, not a cached 16-ring one
         self.species = make_species(cfg.n_classes, cfg.species_seed)
-        self.renderer = MeshRenderer(cfg.image_size)
+        self.renderer = make_renderer(cfg.image_size)
 
     def instance_seed(self, split: str, index: int) -> list[int]:
         if split not in SPLIT_INDEX:
@@ -348,7 +348,7 @@ def contact_sheet(generator: SyntheticGenerator, split: str, rows: int, azimuths
     the full mask, and ground-truth turntable views. Returns (rows * columns, 3, S, S) in [-1, 1]."""
     from ..render.views import render_turntable
 
-    renderer = MeshRenderer(image_size)
+    renderer = make_renderer(image_size)
     tiles = []
     for index in range(rows):
         sample = generator.make(split, index)

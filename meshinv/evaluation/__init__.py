@@ -1,4 +1,4 @@
-"""Evaluation of inversion results (SPEC section 8).
+"""Evaluation of inversion results (docs/method.md section 8).
 
     metrics   the metric registry (register_metric, register_dataset_metric, get_metric, METRICS)
               and the metrics themselves

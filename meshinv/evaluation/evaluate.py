@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from ..geometry.template import MeshTemplate
 from ..inversion.output import SUMMARY_FILE
-from ..render.renderer import MeshRenderer
+from ..render.settings import make_renderer
 from .config import EvaluationConfig
 from .crops import inversion_crop, record_crop
 from .grid import grid_row
@@ -192,7 +192,7 @@ def run_evaluation(results_dir: str | os.PathLike, dataset: None | str | os.Path
     per_image_names = [n for n in active if METRIC_INFO[n].level == "image"]
     needs_sample = [n for n in active if METRIC_INFO[n].needs_gt or METRIC_INFO[n].needs_cad]
 
-    renderers: dict[int, MeshRenderer] = {}
+    renderers: dict[int, Renderer] = {}
     shared: dict = {}
     per_image, failed, metric_errors = {}, {}, {}
     grid, columns = [], []
@@ -210,7 +210,7 @@ def run_evaluation(results_dir: str | os.PathLike, dataset: None | str | os.Path
         # The mask and input the inversion fitted; else the dataset's, cut the same way.
         target = result.target_mask if result.target_mask is not None or sample is None else sample.mask
         image = result.input_image if result.input_image is not None or sample is None else sample.image
-        ctx = EvaluationContext(record, template, renderers.setdefault(size, MeshRenderer(size)), cfg,
+        ctx = EvaluationContext(record, template, renderers.setdefault(size, make_renderer(size)), cfg,
                                 target_mask=target, gt=sample.gt if sample is not None else {},
                                 gt_camera=sample.camera if sample is not None else None, input_image=image,
                                 dataset=dataset, device=device, shared=shared)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..render.renderer import MeshRenderer
+from ..render.settings import make_renderer
 from ..render.views import render_turntable
 from ..utils.images import read_image_tensor
 from .metrics import EvaluationContext
@@ -29,7 +29,7 @@ def grid_row(folder: Path, ctx: EvaluationContext, with_gt: bool) -> tuple[torch
     ((K, 3, S, S) in [-1, 1] on CPU, column names)."""
     cfg = ctx.cfg
     size = cfg.grid_image_size
-    renderer = MeshRenderer(size)
+    renderer = make_renderer(size)
     views = len(cfg.grid_azimuths)
     tiles = [_tile(folder / "input.png", size), _tile(folder / "render.png", size)]
     columns = ["input", "reconstruction"] + [f"pred {a:g}" for a in cfg.grid_azimuths]

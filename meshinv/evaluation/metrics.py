@@ -1,15 +1,16 @@
 """Evaluation metrics, kept in a registry (name -> function).
 
 Per image (a function of one image's EvaluationContext, returning a float):
-    mask_iou        rendered hard mask vs. the target mask, input view (SPEC 8)
+    mask_iou        rendered hard mask vs. the target mask, input view (docs/method.md section 8)
     full_mask_iou   the same rendered mask vs. the ground-truth full-object mask (synthetic data)
     novel_view_iou  silhouette IoU of prediction vs. ground truth over turntable views (synthetic)
     chamfer_3d      Chamfer distance of the vertices after weak-perspective alignment (synthetic)
     iou_3d          voxel IoU with the image's CAD model, box-aligned per image (PASCAL3D+;
                     meshinv/evaluation/voxels.py)
 Over the whole dataset (one number from all images):
-    fid_1           FID of masked inputs vs. masked reconstructions in the input view (SPEC 8; fid.py)
-    fid_10, fid_12  FID of novel views about the canonical pose vs. real-image statistics (SPEC 8; fid.py)
+    fid_1           FID of masked inputs vs. masked reconstructions in the input view (docs/method.md section 8; fid.py)
+    fid_10, fid_12  FID of novel views about the canonical pose vs. real-image statistics
+                    (docs/method.md section 8; fid.py)
     iou_3d_global   iou_3d with one box alignment averaged over all images, as CMR's eval_mean_iou.m
 
 A per-image metric raises MissingInputError, naming what is missing, when the image lacks an input
@@ -33,7 +34,7 @@ import torch
 
 from ..geometry.camera import WeakPerspectiveCamera
 from ..geometry.template import MeshTemplate
-from ..render.renderer import MeshRenderer
+from ..render.settings import Renderer, make_renderer
 from ..render.views import turntable_silhouettes
 from ..utils.masks import mask_iou as iou
 from .config import EvaluationConfig
@@ -54,7 +55,7 @@ class EvaluationContext:
 
     record       the InversionRecord (tensors on any device; moved to `device` where used)
     template     the mesh template whose faces connect record.vertices (and the GT vertices)
-    renderer     a MeshRenderer at record.image_size (the input view)
+    renderer     a renderer at record.image_size (the input view)
     cfg          the EvaluationConfig (novel-view size, azimuths, scale)
     target_mask  (1, S, S) or (S, S) in {0, 1}: what the inversion fitted, or None
     gt           ground truth of a dataset sample (meshinv.data.synthetic.SyntheticDataset's `gt`:
@@ -69,7 +70,7 @@ class EvaluationContext:
 
     record: InversionRecord
     template: MeshTemplate
-    renderer: MeshRenderer
+    renderer: Renderer
     cfg: EvaluationConfig
     target_mask: Optional[torch.Tensor] = None
     gt: dict = field(default_factory=dict)
@@ -317,7 +318,7 @@ def novel_view_iou(ctx: EvaluationContext) -> float:
     gt_vertices = ctx.require_gt("vertices", "novel_view_iou").to(ctx.device, torch.float32)
     _check_vertices(gt_vertices, ctx.template, "gt['vertices']")
     cfg = ctx.cfg
-    renderer = MeshRenderer(cfg.novel_view_size)
+    renderer = make_renderer(cfg.novel_view_size)
     pred = turntable_silhouettes(ctx.template, renderer, ctx.pred_vertices(), cfg.azimuths, cfg.novel_view_scale)
     gt = turntable_silhouettes(ctx.template, renderer, gt_vertices, cfg.azimuths, cfg.novel_view_scale)
     return float(iou(pred, gt).mean())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.cub import load_cmr_predicted_cameras, select_camera
+from ..data.camera_predictions import load_cmr_predicted_cameras, select_camera
 from ..data.sample import DataError, Sample
 from ..geometry.camera import quaternion_multiply
 from .config import CameraInitConfig

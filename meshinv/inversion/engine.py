@@ -1,5 +1,5 @@
 """Inversion of a batch of images: pick each image's starting z among random samples, then optimise
-z and the camera with the 4-stage schedule (SPEC section 6).
+z and the camera with the 4-stage schedule (docs/method.md section 6).
 
 Each image has its own z, camera, optimiser state and loss, and the batch loss is the sum of the
 per-image losses, so a batch gives the same result as its images run one by one (up to float
@@ -21,9 +21,9 @@ from ..geometry.camera import normalize_quaternion
 from ..geometry.template import MeshTemplate
 from ..losses import VGGFeatures
 from ..models.generator import ConvMeshGenerator
-from ..render.renderer import MeshRenderer
+from ..render.settings import make_renderer
 from ..utils.masks import mask_iou
-from .config import InversionAlgorithm
+from .config import InversionAlgorithm, validate_inversion
 from .objective import InversionObjective, InversionTargets, ObjectiveOutput
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Inverter:
     def __init__(self, generator: ConvMeshGenerator, template: MeshTemplate, cfg: InversionAlgorithm,
                  device: torch.device | str = "cpu", vgg: Optional[VGGFeatures] = None):
         cfg = cfg.algorithm
-        cfg.validate()
+        validate_inversion(cfg)
         self.device = torch.device(device)
         self.generator = generator.to(self.device).eval()
         for parameter in self.generator.parameters():
@@ -99,7 +99,7 @@ class Inverter:
             vgg = VGGFeatures(cfg.loss.vgg_weights, allow_random_weights=cfg.loss.allow_random_vgg,
                               pool_threshold=cfg.loss.subpool_threshold)
         self.vgg = vgg.to(self.device, self.dtype) if vgg is not None else None
-        self.renderer = MeshRenderer(cfg.crop.img_size)
+        self.renderer = make_renderer(cfg.render_settings)
         self.objective = InversionObjective(self.template, self.renderer, cfg.loss, self.vgg,
                                             recompute_target_features=cfg.recompute_target_features, seed=cfg.seed)
 
@@ -132,7 +132,7 @@ class Inverter:
 
         Returns z (B, D), its loss (B,) and the classes (B,) (None for an unconditional prior).
         (The original's candidate scores leave out the latent norm, which it evaluated on the
-        current z rather than the candidate's; the full loss here includes it, as the spec says.)
+        current z rather than the candidate's; the full loss here includes it, as docs/method.md section 6 says.)
         """
         n, dim = self.cfg.select_num, self.generator.latent_dim
         candidates = torch.randn(n, dim, generator=torch.Generator().manual_seed(self.cfg.seed))

@@ -4,7 +4,7 @@ Every term is per image, (B,), so that a batch of images (or of z candidates for
 batch of independent problems: the sum over the batch has, for each image's parameters, exactly the
 gradient of that image's own loss.
 
-Terms (SPEC section 7; `InversionLossConfig` holds the weights):
+Terms (docs/method.md section 7; `InversionLossConfig` holds the weights):
     mask        Chamfer distance between all projected vertices and the target mask's pixel centres
     pixel       pixel-level Chamfer texture loss, rendering -> target
     feature     VGG-19 relu3_1 feature-level Chamfer texture loss, both directions
@@ -26,7 +26,8 @@ from ..losses import (
     PointSet, VGGFeatures, chamfer_mask_loss, feature_chamfer_texture_loss, image_point_set, latent_nll,
     pixel_chamfer_texture_loss, smoothness_loss,
 )
-from ..render.renderer import MeshRenderer, RenderOutput
+from ..render.renderer import RenderOutput
+from ..render.settings import Renderer
 from .config import InversionLossConfig
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class InversionObjective:
         seed: seeds the random subsampling when cfg.subsample_points is set.
     """
 
-    def __init__(self, template: MeshTemplate, renderer: MeshRenderer, cfg: InversionLossConfig,
+    def __init__(self, template: MeshTemplate, renderer: Renderer, cfg: InversionLossConfig,
                  vgg: Optional[VGGFeatures] = None, recompute_target_features: bool = False, seed: int = 0):
         if cfg.feature_weight > 0 and vgg is None:
             raise ValueError("the feature-level Chamfer texture loss is on (feature_weight > 0) but no VGG was given")

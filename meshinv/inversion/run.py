@@ -31,7 +31,7 @@ from ..data.sample import DataError, Sample
 from ..data.segment import MASKRCNN_WEIGHTS, SegmentConfig
 from ..geometry.template import MeshTemplate
 from ..losses.vgg import VGG19_WEIGHTS_FILE
-from ..render.renderer import MeshRenderer
+from ..render.settings import make_renderer
 from ..render.views import render_turntable
 from ..utils.config import to_dict
 from ..utils.images import to_numpy_image
@@ -84,7 +84,7 @@ class ResultWriter:
     def __init__(self, template: MeshTemplate, export: ExportConfig):
         self.template = template
         self.export = export
-        self.turntable_renderer = MeshRenderer(export.turntable_size)
+        self.turntable_renderer = make_renderer(export.turntable_render_settings)
 
     def write(self, folder: Path, record: InversionRecord, prepared: PreparedSample, render: torch.Tensor,
               render_mask: torch.Tensor) -> None:

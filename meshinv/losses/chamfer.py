@@ -1,4 +1,4 @@
-"""Chamfer losses of MeshInversion (SPEC section 7), computed without the full distance matrix.
+"""Chamfer losses of MeshInversion (docs/method.md section 7), computed without the full distance matrix.
 
 Every loss here is a nearest-neighbour search between two point sets A (P points) and B (Q points)
 under a cost D(a, b), followed by a mean of the per-point minimum. The original builds the whole
@@ -146,7 +146,7 @@ def image_point_set(image: torch.Tensor, mask: torch.Tensor, threshold: float = 
 
 @dataclass(frozen=True)
 class SpatialWeighting:
-    """Spatial weight of the Chamfer texture losses (SPEC section 7; the original's defaults).
+    """Spatial weight of the Chamfer texture losses (docs/method.md section 7; the original's defaults).
 
     w(D_s) = relu((eps + k D_s)^alpha - 1) + 1 with eps = 1 - (2 k xy_threshold)^2, so w = 1 for
     pairs closer than 2 sqrt(k) xy_threshold (0.32 in [-1, 1] units, 41 pixels at 256 x 256, by
@@ -214,7 +214,7 @@ def _pair_cost(query: torch.Tensor, reference: torch.Tensor, query_pos: Optional
     value_distance = ((query - reference) ** 2).sum(-1)
     if weighting is None:
         return value_distance
-    # The spatial term selects which points may match; it is not optimised (SPEC section 7).
+    # The spatial term selects which points may match; it is not optimised (docs/method.md section 7).
     xy_distance = ((query_pos.detach() - reference_pos.detach()) ** 2).sum(-1)
     return weighting.cost(xy_distance, value_distance)
 
@@ -376,7 +376,7 @@ def chamfer_mask_loss(pred_xy: PointsLike, target_xy: PointsLike, *, pred_valid:
                       chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
     """Symmetric Chamfer distance between projected vertices and target mask pixels, per image.
 
-    L = mean_a min_b |a - b|^2 + mean_b min_a |a - b|^2 (SPEC section 7, weight 10 in inversion).
+    L = mean_a min_b |a - b|^2 + mean_b min_a |a - b|^2 (docs/method.md section 7, weight 10 in inversion).
 
     Args:
         pred_xy: (B, V, 2) projected vertex positions (all vertices, as the original), or a list.

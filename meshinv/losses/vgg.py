@@ -1,4 +1,4 @@
-"""VGG-19 features for the feature-level Chamfer texture loss (SPEC section 7).
+"""VGG-19 features for the feature-level Chamfer texture loss (docs/method.md section 7).
 
 The network is VGG-19's convolutional trunk up to relu3_1 (torchvision's `vgg19().features[:12]`,
 256 channels at 1/4 resolution), with ImageNet weights read from torchvision's own file,

@@ -16,7 +16,7 @@ import torch
 
 from ..geometry.camera import WeakPerspectiveCamera, turntable_quaternions
 from ..geometry.template import MeshTemplate
-from .renderer import MeshRenderer
+from .settings import Renderer
 
 # The original's novel-view scale (run_evaluation.py: the FID_12 renders).
 NOVEL_VIEW_SCALE = 0.7
@@ -33,7 +33,7 @@ def turntable_ndc(vertices: torch.Tensor, azimuths_deg, scale: float = NOVEL_VIE
     return camera.transform(vertices.unsqueeze(0).expand(n, -1, -1), center=True, translate=False)
 
 
-def render_turntable(template: MeshTemplate, renderer: MeshRenderer, vertices: torch.Tensor, texture: torch.Tensor,
+def render_turntable(template: MeshTemplate, renderer: Renderer, vertices: torch.Tensor, texture: torch.Tensor,
                      azimuths_deg, scale: float = NOVEL_VIEW_SCALE, background: float = 1.0
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Render one mesh, vertices (V, 3) and texture (C, T, T) in [-1, 1], from each azimuth
@@ -47,7 +47,7 @@ def render_turntable(template: MeshTemplate, renderer: MeshRenderer, vertices: t
     return out.image, out.mask
 
 
-def turntable_silhouettes(template: MeshTemplate, renderer: MeshRenderer, vertices: torch.Tensor, azimuths_deg,
+def turntable_silhouettes(template: MeshTemplate, renderer: Renderer, vertices: torch.Tensor, azimuths_deg,
                           scale: float = NOVEL_VIEW_SCALE) -> torch.Tensor:
     """(N, H, W) bool hard masks of the views render_turntable draws, without shading them."""
     ndc = turntable_ndc(vertices, azimuths_deg, scale)

@@ -1,4 +1,4 @@
-"""GAN pretraining of the ConvMesh generator (SPEC section 4): configs, the loss object, the loop;
+"""GAN pretraining of the ConvMesh generator (docs/method.md section 4): configs, the loss object, the loop;
 the camera predictor's training (camera.py); what both trainers share (runs.py)."""
 
 from .config import ModelConfig, PretrainConfig

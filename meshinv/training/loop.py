@@ -24,7 +24,7 @@ from ..geometry.template import TemplateConfig, build_template
 from ..models.checkpoints import save_generator_checkpoint
 from ..models.discriminators import PatchDiscriminator, UVDiscriminator
 from ..models.generator import ConvMeshGenerator, ema_alpha, update_ema
-from ..render.renderer import MeshRenderer
+from ..render.settings import make_renderer
 from ..utils.config import to_dict, validate_config
 from ..utils.frechet import PCAFrechet
 from ..utils.images import read_image_tensor, save_grid
@@ -120,7 +120,7 @@ class Pretrainer:
 
     def __init__(self, model_cfg: ModelConfig, cfg: PretrainConfig, template_cfg: TemplateConfig,
                  device: torch.device, experiment: Optional[dict] = None):
-        self.model_cfg, self.cfg = model_cfg, cfg
+        self.model_cfg, self.cfg, self.template_cfg = model_cfg, cfg, template_cfg
         self.device = local_device(device)
         self.context = init_distributed(self.device)
         self.out_dir = Path(cfg.out_dir)
@@ -151,7 +151,7 @@ class Pretrainer:
         self.opt_patch = (torch.optim.Adam(self.patch_discriminator.parameters(), lr=cfg.lr_d, **adam)
                           if self.patch_discriminator is not None else None)
         self.loss = PretrainLoss(self.generator, self.uv_discriminator, self.patch_discriminator, self.template,
-                                 MeshRenderer(cfg.render_size), model_cfg.latent_dim, cfg.image_loss_weight,
+                                 make_renderer(cfg.render_settings), model_cfg.latent_dim, cfg.image_loss_weight,
                                  cfg.smoothness_weight, cfg.mask_image_loss)
         self.iteration = 0
         self.frechet: Optional[tuple[PCAFrechet, PCAFrechet]] = None
@@ -192,7 +192,8 @@ class Pretrainer:
 
     def save(self, path: Path) -> None:
         if self.context.is_main:
-            save_generator_checkpoint(path, self.generator, self.state(), generator_ema=self.generator_ema)
+            save_generator_checkpoint(path, self.generator, self.state(), generator_ema=self.generator_ema,
+                                      template=self.template_cfg)
 
     def resume(self, path: Path) -> None:
         required = ["generator", "generator_ema", "uv_discriminator", "optimizer_g", "optimizer_d", "iteration"]
@@ -244,7 +245,8 @@ class Pretrainer:
     def discriminator_step(self, batch: PretrainBatch) -> dict[str, torch.Tensor]:
         self.opt_d.zero_grad(set_to_none=True)
         if self.opt_patch is not None:
-            self.opt_patch.zero_grad(set_to_none=True)  # the original never zeroed these (SPEC **fix**)
+            # The original never zeroed these (docs/method.md section 4: differs from the original).
+            self.opt_patch.zero_grad(set_to_none=True)
         losses = self.loss.discriminator_loss(batch)
         total = losses["d_total"] + losses.get("d_image_total", 0.0)
         total.backward()
@@ -346,7 +348,8 @@ class Pretrainer:
             log.error("the %d replicas have diverged", self.context.world_size)
         if self.context.is_main:
             save_generator_checkpoint(self.out_dir / "generator_ema.pt", self.generator_ema,
-                                      {"config": self.state()["config"], "iteration": self.iteration})
+                                      {"config": self.state()["config"], "iteration": self.iteration},
+                                      template=self.template_cfg)
             save_json(self.out_dir / "summary.json", summary)
             writer.close()
         return summary

@@ -10,7 +10,7 @@ import torch
 
 from ..geometry.template import MeshTemplate
 from ..models.generator import truncated_normal
-from ..render.renderer import MeshRenderer
+from ..render.settings import make_renderer
 from ..render.views import render_turntable
 
 
@@ -43,7 +43,7 @@ def sample_views(template: MeshTemplate, textures: torch.Tensor, maps: torch.Ten
     """Turntable views (N * K, 3, S, S) in [-1, 1] of N samples from K azimuths, sample by sample,
     and their vertices (N, V, 3)."""
     vertices = template.vertex_positions(maps)
-    renderer = MeshRenderer(image_size)
+    renderer = make_renderer(image_size)
     views = [render_turntable(template, renderer, v, t, list(azimuths))[0] for v, t in zip(vertices, textures)]
     return torch.cat(views), vertices
 

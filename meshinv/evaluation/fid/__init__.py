@@ -1,4 +1,4 @@
-"""FID_1, FID_10 and FID_12 (SPEC 8), one concern per module:
+"""FID_1, FID_10 and FID_12 (docs/method.md section 8), one concern per module:
 
     inception    build_inception (local weights only), network_name, FeatureBank (batches images
                  of any size through a feature extractor, resized to 299)
@@ -23,13 +23,13 @@ The protocol, as the original computes it (junzhezhang/mesh-inversion at d661472
   original writes the views as 8-bit PNGs (truncating) and reads them back; we keep floats.
 - FID_10: the same views without azimuths 90 and 270. The original's file filter looks for '_90' in
   names written as '<idx>_090.png' (run_evaluation.py:39 vs. 133), which never matches, so its FID_10
-  drops azimuth 270 only; we drop both, as the paper and SPEC 8 say.
+  drops azimuth 270 only; we drop both, as the paper and docs/method.md section 8 say.
 - Reference statistics: ConvMesh's precomputed_fid_299x299_testval.npz (convmesh run_reconstruction.py,
   the 'testval' block): CUB testval crops made directly at 299 x 299, multiplied by the mask in
   [-1, 1] and then mapped to [0, 1], i.e. a mid-grey background (hence reference_background = 0.5);
   `stats_s` holds np.tril(cov) in float32, so the full matrix is s + triu(s.T, 1).
 - Network: the original runs torchvision's ImageNet inception_v3 (lib/utils/inception.py:60, the same
-  file in ConvMesh), inputs scaled by 2x - 1 only; SPEC 8 asks for the TF-ported FID Inception.
+  file in ConvMesh), inputs scaled by 2x - 1 only; docs/method.md section 8 asks for the TF-ported FID Inception.
   network="fid" (the default) follows the spec; network="torchvision" reproduces the original and is
   the only one its released statistics are valid for, which check_network enforces.
 """

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from ...render.renderer import MeshRenderer
+from ...render.settings import make_renderer
 from ...render.views import NOVEL_VIEW_SCALE, render_turntable
 
 FID12_AZIMUTHS = tuple(30.0 * k for k in range(12))
@@ -31,6 +31,6 @@ def novel_view_images(template, vertices: torch.Tensor, texture: torch.Tensor, a
                       size: int, scale: float = NOVEL_VIEW_SCALE) -> torch.Tensor:
     """(K, 3, size, size) in [0, 1]: render_turntable's views of one mesh (vertices (V, 3), texture
     (3, T, T) in [-1, 1]) on a white background."""
-    images, _ = render_turntable(template, MeshRenderer(size), vertices, texture.to(vertices.dtype), list(azimuths),
+    images, _ = render_turntable(template, make_renderer(size), vertices, texture.to(vertices.dtype), list(azimuths),
                                  scale=scale, background=1.0)
     return (images.clamp(-1, 1) + 1) / 2

@@ -98,7 +98,7 @@ def build_inception(network: str = "fid", weights: Optional[str] = None, allow_r
                     device: torch.device | str = "cpu") -> InceptionPool3:
     """The Inception pool3 feature extractor, in eval mode on `device`.
 
-    network: "fid" (TF-ported FID Inception, SPEC 8) or "torchvision" (the original's ImageNet
+    network: "fid" (TF-ported FID Inception, docs/method.md section 8) or "torchvision" (the original's ImageNet
     Inception). weights: a file name (looked up as meshinv.utils.weights describes) or a path; None =
     the network's standard file. Nothing is downloaded. A missing file raises MissingWeightsError
     naming it and where to put it, unless allow_random_weights: then a seeded random network is

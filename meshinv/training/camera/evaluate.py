@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
+from ...data.camera_predictions import prediction_entry
 from ...data.folder import FolderDataset
 from ...data.preprocess import CropConfig
 from ...data.sample import DataError
@@ -17,7 +18,7 @@ from ...data.segment import SegmentConfig, images_without_masks, segment_missing
 from ...geometry.camera import normalize_quaternion
 from ...geometry.template import TemplateConfig, build_template
 from ...models.camera import CameraPredictor
-from ...render.renderer import MeshRenderer
+from ...render.settings import make_renderer
 from .data import CachedSamples
 from .overlay import TRUSTED_IOU, OverlayShape, overlay_iou
 
@@ -60,12 +61,12 @@ def predict_cameras(model: CameraPredictor, dataset, device: torch.device, batch
         masks = torch.stack([s.mask for s in samples]).to(device)
         cameras = model(images, masks)
         if renderer is None or renderer.image_size != tuple(masks.shape[-2:]):
-            renderer = MeshRenderer(tuple(masks.shape[-2:]))
+            renderer = make_renderer(tuple(masks.shape[-2:]))
         ious = overlay_iou(cameras, masks, shape.vertices.to(device), shape.faces.to(device), renderer)
         for sample, camera, iou in zip(samples, cameras.cpu(), ious.cpu()):
             if sample.image_id in out:
                 raise DataError(f"{sample.source}: image id {sample.image_id!r} appears twice")
-            out[sample.image_id] = {"pred_cam": camera.float().clone(), "pred_pose_overlay_iou": float(iou)}
+            out[sample.image_id] = prediction_entry(camera, float(iou))
     return out
 
 
@@ -89,7 +90,7 @@ def evaluate_predictor(model: CameraPredictor, data: CachedSamples, device: torc
         result[f"{name}_mean"] = float(values.mean())
     result["rotation_within_30deg"] = float((errors["rotation_error_deg"] < 30).float().mean())
     if data.masks is not None and shape is not None:
-        renderer = MeshRenderer(tuple(data.masks.shape[-2:]))
+        renderer = make_renderer(tuple(data.masks.shape[-2:]))
         for name, cameras in (("pred", pred), ("gt", data.cameras)):
             ious = torch.cat([overlay_iou(cameras[i:i + batch_size].to(device), data.masks[i:i + batch_size],
                                           shape.vertices.to(device), shape.faces.to(device), renderer).cpu()

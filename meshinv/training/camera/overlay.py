@@ -1,6 +1,6 @@
 """How well a camera explains a mask: the overlay IoU of the mask with the silhouette of a mean shape
 seen through the camera (the original's `pred_pose_overlay_iou`; inversion trusts a predicted
-camera only above TRUSTED_IOU, SPEC section 6), and where that shape comes from.
+camera only above TRUSTED_IOU, docs/method.md section 6), and where that shape comes from.
 
 The mean shape is, in order of preference: a `mean_shape` file given in the config, the one stored
 in the predictor's checkpoint (training stores its `mean_shape`, else the SfM mean shape of a CUB /
@@ -19,22 +19,22 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ...data.camera_predictions import TRUSTED_OVERLAY_IOU as TRUSTED_IOU
 from ...data.sample import DataError
 from ...geometry.camera import WeakPerspectiveCamera
 from ...geometry.template import MeshTemplate
-from ...render.renderer import MeshRenderer
+from ...render.settings import Renderer, make_renderer
 from ...utils.masks import mask_iou
 
 log = logging.getLogger(__name__)
 
-TRUSTED_IOU = 0.7  # SPEC section 6: inversion uses a predicted camera only above this overlay IoU
 
 
 def overlay_iou(cameras: torch.Tensor, masks: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
-                renderer: Optional[MeshRenderer] = None) -> torch.Tensor:
+                renderer: Optional[Renderer] = None) -> torch.Tensor:
     """(B,) IoU of (B, 1, H, W) masks with the silhouette of one (V, 3) shape seen through (B, 7)
     cameras, rendered at the masks' resolution."""
-    renderer = renderer or MeshRenderer(tuple(masks.shape[-2:]))
+    renderer = renderer or make_renderer(tuple(masks.shape[-2:]))
     vertices = vertices.to(cameras)[None].expand(cameras.shape[0], -1, -1)
     ndc = WeakPerspectiveCamera.from_tensor(cameras).transform(vertices)
     silhouette = renderer.rasterize(ndc, faces.to(cameras.device)).mask
