@@ -20,12 +20,12 @@ from .engine import BatchResult, Inverter, camera_problem, invert
 from .objective import InversionObjective, InversionTargets
 from .output import OutputFolder, OutputFolderError
 from .results import InversionRecord, finished_ids, iter_records, load_record
-from .run import InversionRun, MissingInputsError, check_job_inputs
+from .run import JOB_ERRORS, InversionRun, MissingInputsError, check_job_inputs, run_job
 
 __all__ = [
     "CameraInitializer", "perturb_camera", "CameraInitConfig", "ExportConfig", "InversionAlgorithm",
     "InversionConfig", "InversionJob", "InversionLossConfig", "validate_inversion", "BatchResult", "Inverter",
-    "camera_problem", "invert",
+    "camera_problem", "invert", "JOB_ERRORS", "run_job",
     "InversionObjective", "InversionTargets", "mask_iou", "OutputFolder", "OutputFolderError", "InversionRecord",
     "finished_ids", "iter_records", "load_record", "InversionRun", "MissingInputsError", "check_job_inputs",
 ]

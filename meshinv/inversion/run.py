@@ -28,20 +28,23 @@ from tqdm import tqdm
 from ..data.datasets import dataset_root, open_dataset
 from ..data.folder import FolderDataset
 from ..data.sample import DataError, Sample
-from ..data.segment import MASKRCNN_WEIGHTS, SegmentConfig
-from ..geometry.template import MeshTemplate
+from ..data.segment import MASKRCNN_WEIGHTS, SegmentConfig, segment_missing
+from ..geometry.template import MeshTemplate, build_template
 from ..losses.vgg import VGG19_WEIGHTS_FILE
+from ..models import CheckpointError, load_generator
+from ..models.camera import load_camera_predictor
 from ..render.settings import make_renderer
 from ..render.views import render_turntable
-from ..utils.config import to_dict
+from ..utils.config import ConfigError, save_config, to_dict
+from ..utils.device import resolve_device
 from ..utils.images import to_numpy_image
 from ..utils.io import atomic_write, save_image, save_json
 from ..utils.weights import MissingWeightsError, find_weights, resolve_weights
 from .camera_init import CameraInitializer, resolve_predictions_path
-from .config import ExportConfig, InversionConfig, InversionJob
+from .config import ExportConfig, InversionConfig, InversionJob, validate_inversion
 from .engine import BatchResult, Inverter, camera_problem
-from .output import MASK_CACHE, SUMMARY_FILE, TENSORBOARD, OutputFolder
-from .results import RESULT_FILE, InversionRecord, load_record
+from .output import MASK_CACHE, SUMMARY_FILE, TENSORBOARD, OutputFolder, OutputFolderError
+from .results import RESULT_FILE, RUN_CONFIG_FILE, InversionRecord, load_record
 
 log = logging.getLogger(__name__)
 
@@ -454,3 +457,38 @@ class InversionRun:
         log.info("inversion: %d done, %d failed, mean IoU %s -> %s", summary["done"], summary["failed"],
                  f"{summary['mean_iou']:.4f}" if summary["mean_iou"] is not None else "n/a", self.output.path)
         return summary
+
+
+# The errors run_job reports as one line (the run refused or stopped before inverting anything).
+JOB_ERRORS = (ConfigError, OutputFolderError, MissingInputsError, DataError, CheckpointError)
+
+
+def run_job(cfg, on_locked: Optional[Callable[[Path], None]] = None) -> dict:
+    """Everything scripts/invert.py does for an experiment config (meshinv.config.ExperimentConfig),
+    in the order that keeps OUT consistent: validate the settings, refuse a dataset folder as OUT,
+    lock OUT (`on_locked(OUT)` then runs, e.g. to log into OUT/log.txt: only the lock holder
+    writes there), clean stale temp files, check every input at once, load and check the
+    generator, record the settings (refusing a resume with other ones), segment the photos that
+    lack a mask, and invert. Returns the summary; raises one of JOB_ERRORS when it cannot start."""
+    inv = cfg.inversion
+    validate_inversion(inv)
+    output = OutputFolder(inv.out_dir)
+    output.refuse_dataset(inv.data_root)
+    with output.locked():
+        if on_locked is not None:
+            on_locked(output.path)
+        output.remove_stale_temp_files()
+        inputs = check_job_inputs(inv, cfg.segment, output)
+        if inputs.predictions is not None:  # recorded where it was found, wherever the next run starts
+            inv.camera_init.predictions = str(inputs.predictions.resolve())
+        device = resolve_device(cfg.device)
+        # Before anything is recorded or segmented: a prior made for another template is refused.
+        generator = load_generator(inputs.checkpoint, device, template=cfg.template, model=cfg.model)
+        output.check_and_record_settings(to_dict(cfg), inputs.checkpoint)
+        save_config(cfg, output.path / RUN_CONFIG_FILE)
+        if inputs.without_masks:  # without the segmenter's weights, each such photo gets the reason
+            segment_missing(inputs.dataset, output.path / MASK_CACHE, cfg.segment, device)
+        camera_predictor = (load_camera_predictor(inv.camera_init.predictor, device).eval()
+                            if inv.camera_init.predictor else None)
+        inverter = Inverter(generator, build_template(cfg.template), inv, device)
+        return InversionRun(inverter, inputs.dataset, inv, camera_predictor, output).run()
