@@ -44,6 +44,7 @@ from tqdm import tqdm
 from ..geometry.template import MeshTemplate
 from ..inversion.output import SUMMARY_FILE
 from ..render.settings import make_renderer
+from ..utils.errors import error_reason
 from .config import EvaluationConfig
 from .crops import inversion_crop, record_crop
 from .grid import grid_row
@@ -57,13 +58,6 @@ log = logging.getLogger(__name__)
 __all__ = ["run_evaluation", "evaluate_image", "evaluate_results", "measure", "EvaluationResult", "inversion_crop"]
 
 
-def _reason(error: BaseException, limit: int = 300) -> str:
-    """One line for logs and metrics.json (some library errors run to paragraphs)."""
-    lines = str(error).strip().splitlines()
-    text = f"{type(error).__name__}: {lines[0] if lines else ''}"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def measure(image_id: str, name: str, compute: Callable[[], Optional[float]]) -> tuple[Optional[float], Optional[str]]:
     """Run metric `name` on one image: (value, None), or (None, why) when it fails or its value is not
     finite. compute() may return None (a dataset-level metric's update). The one place in the
@@ -75,7 +69,7 @@ def measure(image_id: str, name: str, compute: Callable[[], Optional[float]]) ->
             raise ValueError(f"{name} returned {value}")
         return value, None
     except Exception as e:  # noqa: BLE001 -- recorded against this image and metric; the others go on
-        why = _reason(e)
+        why = error_reason(e, 300)
         log.log(logging.INFO if isinstance(e, MissingInputError) else logging.WARNING, "%s: no %s (%s)",
                 image_id, name, why)
         return None, why
@@ -118,7 +112,7 @@ def _start_dataset_metrics(names: list[str], skipped: dict[str, str], env: Datas
         try:
             accumulators[name] = get_metric(name)(env)
         except (ImportError, OSError, ValueError) as e:  # missing weights or package, no reference data
-            skipped[name] = _reason(e, 600)
+            skipped[name] = error_reason(e, 600)
             log.warning("skipping %s: %s", name, skipped[name])
             log.debug("%s", name, exc_info=True)
     return accumulators
@@ -137,7 +131,7 @@ def _finish_dataset_metrics(accumulators: dict) -> tuple[dict[str, Optional[floa
                 raise ValueError(f"{name} is {value}")
             values[name], counts[name] = float(value), int(used)
         except ValueError as e:
-            errors[name] = _reason(e)
+            errors[name] = error_reason(e, 300)
             log.warning("%s: no value (%s)", name, errors[name])
     return values, counts, errors
 
@@ -202,7 +196,7 @@ def run_evaluation(results_dir: str | os.PathLike, dataset: None | str | os.Path
             result = read_result(folder)
             sample = samples.get(image_id, record_crop(result.record, cfg.crop)) if samples is not None else None
         except (OSError, ValueError) as e:  # a missing or unreadable file or sample (DataError is a ValueError)
-            failed[image_id] = _reason(e)
+            failed[image_id] = error_reason(e, 300)
             log.warning("%s: not evaluated (%s)", image_id, failed[image_id])
             log.debug("%s", image_id, exc_info=True)
             continue
@@ -224,7 +218,7 @@ def run_evaluation(results_dir: str | os.PathLike, dataset: None | str | os.Path
                 row, columns = grid_row(folder, ctx, gt_available)
                 grid.append((image_id, row))
             except (OSError, ValueError) as e:  # the report's pictures are not worth a failure
-                log.warning("%s: no grid row (%s)", image_id, _reason(e))
+                log.warning("%s: no grid row (%s)", image_id, error_reason(e, 300))
 
     counts = {n: sum(n in v for v in per_image.values()) for n in per_image_names}
     means = {n: (float(np.mean([v[n] for v in per_image.values() if n in v])) if counts[n] else None)

@@ -37,6 +37,7 @@ from ..render.settings import make_renderer
 from ..render.views import render_turntable
 from ..utils.config import ConfigError, save_config, to_dict
 from ..utils.device import resolve_device
+from ..utils.errors import error_reason
 from ..utils.images import to_numpy_image
 from ..utils.io import atomic_write, save_image, save_json
 from ..utils.weights import MissingWeightsError, find_weights, resolve_weights
@@ -191,13 +192,6 @@ def check_job_inputs(inv: InversionConfig, segment: SegmentConfig, out: OutputFo
     return JobInputs(dataset, checkpoint, predictions, without_masks, can_segment)
 
 
-def _reason(err: BaseException) -> str:
-    # Our errors name the input; for anything else the exception's type says what kind of failure.
-    if isinstance(err, DataError):
-        return str(err)
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-
-
 class InversionRun:
     """Inverts the images of a dataset into the job's output folder; see the module doc.
 
@@ -257,7 +251,7 @@ class InversionRun:
                 raise DataError(f"{sample.source}: no usable starting camera ({source}): {problem}")
             return PreparedSample(sample, camera, source)
         except Exception as err:  # noqa: BLE001 -- whatever goes wrong with one image is recorded against it
-            self._fail(image_id, _reason(err))
+            self._fail(image_id, error_reason(err))
             return None
 
     # -- the job -------------------------------------------------------------------------------------
@@ -315,7 +309,7 @@ class InversionRun:
             except OSError:
                 raise
             except Exception as err:  # noqa: BLE001 -- one image's outputs could not be made
-                self._fail(sample.image_id, f"writing the results failed: {_reason(err)}")
+                self._fail(sample.image_id, f"writing the results failed: {error_reason(err)}")
                 continue
             self.entries[sample.image_id] = self._entry(record)
 
@@ -329,7 +323,7 @@ class InversionRun:
                     for prepared in batch:
                         self._invert_and_save([prepared])
                 else:
-                    self._fail(batch[0].sample.image_id, f"camera prediction failed: {_reason(err)}")
+                    self._fail(batch[0].sample.image_id, f"camera prediction failed: {error_reason(err)}")
                 return
         if not batch:
             return
@@ -337,9 +331,9 @@ class InversionRun:
             result = self._invert_batch(batch)
         except Exception as err:  # noqa: BLE001 -- recorded against the image, or narrowed down below
             if len(batch) == 1:
-                self._fail(batch[0].sample.image_id, f"inversion failed: {_reason(err)}")
+                self._fail(batch[0].sample.image_id, f"inversion failed: {error_reason(err)}")
                 return
-            log.warning("a batch failed (%s); retrying its images one by one", _reason(err))
+            log.warning("a batch failed (%s); retrying its images one by one", error_reason(err))
             for prepared in batch:
                 self._invert_and_save([prepared])
             return
@@ -373,7 +367,7 @@ class InversionRun:
             try:
                 entries[image_id] = self._entry(load_record(self.output.path / image_id))
             except Exception as err:  # noqa: BLE001 -- damaged: redone when selected
-                entries[image_id] = {"status": "failed", "reason": f"damaged result ({_reason(err)})",
+                entries[image_id] = {"status": "failed", "reason": f"damaged result ({error_reason(err)})",
                                      "damaged": True}
         return entries
 
