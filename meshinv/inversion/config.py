@@ -93,10 +93,36 @@ class InversionLossConfig:
 
 
 @dataclass
+class CameraSearchConfig:
+    """The camera search (meshinv/inversion/camera_search.py): hypotheses over the view sphere fitted
+    to the mask, the best kept with their depth mirrors and scored with z candidates under the full
+    loss. With a start camera (predictor, predictions, dataset), the start competes with them."""
+
+    enabled: bool = False
+    views: int = 24                  # viewing directions (Fibonacci sphere)
+    rolls: int = 4                   # in-plane turns per direction
+    mask_size: int = 32              # the mask is matched at this resolution
+    vertices: int = 128              # ... by this many of the mean shape's vertices
+    steps: int = 30                  # Adam steps on the Chamfer mask loss per hypothesis
+    lr: float = 0.05
+    keep: int = 2                    # distinct rotations kept per image, each with its depth mirror
+    distinct_deg: float = 30.0       # kept rotations are at least this far apart
+    score_candidates: int = 16       # z candidates each kept camera is scored with (the z search's first)
+
+    def validate(self) -> None:
+        at_least(self, 1, "views", "rolls", "keep", "score_candidates", "vertices")
+        at_least(self, 4, "mask_size")
+        at_least(self, 0, "steps")
+        check(self, ("lr", "distinct_deg"), _finite_at_least_zero, "a finite number >= 0")
+
+
+@dataclass
 class CameraInitConfig:
     """Where the starting camera of each image comes from, in order of preference:
     a camera-predictor checkpoint, a predictions file (the original's cmr_pred_cam.pth format),
-    then the dataset's own camera (SfM pose, or the synthetic ground truth), optionally perturbed."""
+    then the dataset's own camera (SfM pose, or the synthetic ground truth), optionally perturbed.
+    With `search.enabled`, a camera searched from the image alone competes with that start (or
+    stands alone where there is none)."""
 
     predictor: Optional[str] = None      # camera-predictor checkpoint (scripts/train_camera.py)
     predictions: Optional[str] = None    # {image stem: {pred_cam: (7,), pred_pose_overlay_iou: float}}
@@ -107,10 +133,17 @@ class CameraInitConfig:
     noise_rotation_deg: float = 0.0
     noise_translation: float = 0.0
     noise_scale: float = 0.0
+    # False: the dataset's own cameras are never a start (on synthetic data they are the ground
+    # truth), so an image without a predictor's camera needs the search.
+    use_dataset_camera: bool = True
+    # From the image alone: searched over the view sphere for every image (a start camera from the
+    # sources above competes with the searched ones and is kept only when it scores best).
+    search: CameraSearchConfig = field(default_factory=CameraSearchConfig)
 
     def validate(self) -> None:
         check(self, ("min_prediction_iou", "noise_rotation_deg", "noise_translation", "noise_scale"),
               _finite_at_least_zero, "a finite number >= 0")
+        _validate_parts(self, "search")
         require(self.noise_scale < 1, "noise_scale",
                 f"must be < 1 (a scale change of that fraction), got {self.noise_scale!r}")
 

@@ -23,6 +23,7 @@ from ..losses import VGGFeatures
 from ..models.generator import ConvMeshGenerator
 from ..render.settings import make_renderer
 from ..utils.masks import mask_iou
+from .camera_search import CameraSearch, CameraSearchResult
 from .config import InversionAlgorithm, validate_inversion
 from .objective import InversionObjective, InversionTargets, ObjectiveOutput
 
@@ -119,8 +120,8 @@ class Inverter:
         return self.objective(z, texture, mesh_map, camera, targets), texture, mesh_map
 
     @torch.no_grad()
-    def select_initial_z(self, targets: InversionTargets, cameras: torch.Tensor, class_ids: Optional[torch.Tensor]
-                         ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    def select_initial_z(self, targets: InversionTargets, cameras: torch.Tensor, class_ids: Optional[torch.Tensor],
+                         count: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """Each image's best of `select_num` z ~ N(0, I) under the full loss with its initial camera.
 
         The candidates are drawn once from `seed` and shared by all images: each image still gets
@@ -130,12 +131,17 @@ class Inverter:
         unknown class (-1) under a class-conditional prior scores candidate k with class
         k mod n_classes, so the search also picks its class.
 
+        `count` scores only the first `count` candidates (the camera search's joint scoring).
+
         Returns z (B, D), its loss (B,) and the classes (B,) (None for an unconditional prior).
         (The original's candidate scores leave out the latent norm, which it evaluated on the
         current z rather than the candidate's; the full loss here includes it, as docs/method.md section 6 says.)
         """
         n, dim = self.cfg.select_num, self.generator.latent_dim
         candidates = torch.randn(n, dim, generator=torch.Generator().manual_seed(self.cfg.seed))
+        if count is not None:
+            n = min(n, count)
+            candidates = candidates[:n]
         candidates = candidates.to(self.device, self.dtype)
         candidate_classes = None
         if class_ids is not None:
@@ -167,6 +173,19 @@ class Inverter:
         if class_ids is not None:
             chosen_classes = torch.where(class_ids >= 0, class_ids, candidate_classes[best])
         return candidates[best], scores[torch.arange(batch), best], chosen_classes
+
+    def search_cameras(self, images: torch.Tensor, masks: torch.Tensor, class_ids: torch.Tensor, image_ids: list[str],
+                       start_cameras: Optional[torch.Tensor] = None, start_sources: Optional[list[str]] = None
+                       ) -> CameraSearchResult:
+        """Starting cameras from the images alone (meshinv/inversion/camera_search.py, the settings of
+        cfg.camera_init.search): images (B, 3, S, S), masks (B, 1, S, S), class ids (B,) (-1 =
+        unknown), and optionally each image's own start camera (B, 7) (NaN rows: none) with its
+        source, which then competes with the searched ones. Results are on the CPU."""
+        images, masks = images.to(self.device, self.dtype), masks.to(self.device)
+        targets = self.objective.prepare(images, masks)
+        classes = self._class_ids(torch.as_tensor(class_ids), image_ids)
+        result = CameraSearch(self, self.cfg.camera_init.search)(targets, classes, start_cameras, start_sources)
+        return CameraSearchResult(result.cameras.cpu(), result.scores.cpu(), result.sources, result.start_scores.cpu())
 
     def _set_learning_rates(self, optimizer: torch.optim.Optimizer, step: int, stage: int) -> None:
         warm = min(1.0, step / self.cfg.warm_up) if self.cfg.warm_up > 0 else 1.0

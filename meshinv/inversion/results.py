@@ -50,7 +50,11 @@ class InversionRecord:
     init_loss     total loss of the chosen initial z
     seconds       wall time spent on this image (its share of its batch)
     source        path of the original image
-    camera_source where camera_init came from: predictor, predictions, dataset or dataset+noise
+    camera_source where camera_init came from: predictor, predictions, dataset or dataset+noise, or the
+                  camera search's verdict ("search", "predictor+search: kept the start", ...;
+                  meshinv/inversion/camera_search.py)
+    camera_init_score  the camera search's joint score of camera_init (its full loss with the best
+                  of the scored z candidates); NaN without a search
     crop          the crop the input was cut with (CropConfig as a dict, meshinv.utils.config.to_dict),
                   so that evaluation cuts ground truth the same way; None in results written
                   before it was recorded (evaluation then reads the run's config.yaml)
@@ -71,6 +75,7 @@ class InversionRecord:
     seconds: float = float("nan")
     source: str = ""
     camera_source: str = ""
+    camera_init_score: float = float("nan")
     crop: Optional[dict] = None
 
     def to_dict(self) -> dict:

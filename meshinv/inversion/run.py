@@ -41,7 +41,7 @@ from ..utils.errors import error_reason
 from ..utils.images import to_numpy_image
 from ..utils.io import atomic_write, save_image, save_json
 from ..utils.weights import MissingWeightsError, find_weights, resolve_weights
-from .camera_init import CameraInitializer, resolve_predictions_path
+from .camera_init import CameraInitializer, NoStartCamera, resolve_predictions_path
 from .config import ExportConfig, InversionConfig, InversionJob, validate_inversion
 from .engine import BatchResult, Inverter, camera_problem
 from .output import MASK_CACHE, SUMMARY_FILE, TENSORBOARD, OutputFolder, OutputFolderError
@@ -63,8 +63,10 @@ CameraPredictor = Callable[[torch.Tensor], torch.Tensor]
 @dataclass
 class PreparedSample:
     sample: Sample
-    camera: torch.Tensor
+    camera: Optional[torch.Tensor]        # None until the predictor or the search gives one
     camera_source: str
+    camera_score: float = math.nan        # the camera search's joint score
+    camera_seconds: float = 0.0           # its share of the time spent finding batch cameras
 
 
 def save_gif(path: str | os.PathLike, frames: torch.Tensor, ms_per_frame: int) -> None:
@@ -212,6 +214,7 @@ class InversionRun:
         self.output = output or OutputFolder(job.out_dir)
         self.camera_predictor = camera_predictor
         self.camera_init = CameraInitializer(inverter.cfg.camera_init, inverter.cfg.seed)
+        self.searches = inverter.cfg.camera_init.search.enabled
         self.writer = ResultWriter(inverter.template, self.job.export)
         self.entries: dict[str, dict] = {}
         self.tensorboard = None
@@ -244,8 +247,13 @@ class InversionRun:
             if sample.mask.sum() == 0:
                 raise DataError(f"{sample.source}: the mask is empty after cropping")
             if self.camera_predictor is not None:
-                return PreparedSample(sample, torch.zeros(7), "predictor")  # filled per batch
-            camera, source = self.camera_init(sample)
+                return PreparedSample(sample, None, "predictor")  # filled per batch
+            try:
+                camera, source = self.camera_init(sample)
+            except NoStartCamera:
+                if not self.searches:
+                    raise
+                return PreparedSample(sample, None, "")  # the search alone
             problem = camera_problem(camera)
             if problem is not None:
                 raise DataError(f"{sample.source}: no usable starting camera ({source}): {problem}")
@@ -270,6 +278,42 @@ class InversionRun:
             else:
                 self._fail(p.sample.image_id, f"the camera predictor gave an unusable camera: {problem}")
         return usable
+
+    def _search_cameras(self, batch: list[PreparedSample]) -> list[PreparedSample]:
+        """The batch with searched cameras (each start camera competing); unusable ones fail."""
+        starts = torch.stack([p.camera.float() if p.camera is not None else torch.full((7,), math.nan)
+                              for p in batch])
+        found = self.inverter.search_cameras(
+            torch.stack([p.sample.image for p in batch]), torch.stack([p.sample.mask for p in batch]),
+            torch.tensor([p.sample.class_id for p in batch]), [p.sample.image_id for p in batch],
+            starts, [p.camera_source for p in batch])
+        usable = []
+        for i, p in enumerate(batch):
+            problem = camera_problem(found.cameras[i])
+            if problem is not None:
+                self._fail(p.sample.image_id, f"the camera search gave an unusable camera: {problem}")
+                continue
+            p.camera, p.camera_source, p.camera_score = found.cameras[i].float(), found.sources[i], float(found.scores[i])
+            usable.append(p)
+        return usable
+
+    def _with_cameras(self, batch: list[PreparedSample], find, what: str) -> Optional[list[PreparedSample]]:
+        """find(batch) -> the batch with cameras; a batch that fails is retried image by image (None
+        returned: done here), a single image's failure recorded."""
+        start = time.perf_counter()
+        try:
+            found = find(batch)
+            for prepared in found:
+                prepared.camera_seconds += (time.perf_counter() - start) / len(batch)
+            return found
+        except Exception as err:  # noqa: BLE001 -- retried one by one below
+            if len(batch) > 1:
+                log.warning("%s failed for a batch (%s); retrying its images one by one", what, err)
+                for prepared in batch:
+                    self._invert_and_save([prepared])
+            else:
+                self._fail(batch[0].sample.image_id, f"{what} failed: {error_reason(err)}")
+            return None
 
     def _invert_batch(self, batch: list[PreparedSample]) -> BatchResult:
         images = torch.stack([p.sample.image for p in batch])
@@ -300,8 +344,10 @@ class InversionRun:
                 image_id=sample.image_id, z=result.z[i], camera=result.camera[i], camera_init=result.camera_init[i],
                 class_id=int(result.class_ids[i]), texture=result.texture[i], mesh_map=result.mesh_map[i],
                 vertices=result.vertices[i], image_size=self.image_size, iou=float(result.iou[i]),
-                losses=result.losses[i], init_loss=float(result.init_loss[i]), seconds=seconds, source=sample.source,
-                camera_source=prepared.camera_source, crop=to_dict(self.inverter.cfg.crop),
+                losses=result.losses[i], init_loss=float(result.init_loss[i]),
+                seconds=seconds + prepared.camera_seconds, source=sample.source,
+                camera_source=prepared.camera_source, camera_init_score=prepared.camera_score,
+                crop=to_dict(self.inverter.cfg.crop),
             )
             try:
                 self.writer.write(self.output.result_folder(sample.image_id), record, prepared, result.render[i],
@@ -314,17 +360,10 @@ class InversionRun:
             self.entries[sample.image_id] = self._entry(record)
 
     def _invert_and_save(self, batch: list[PreparedSample]) -> None:
-        if self.camera_predictor is not None:
-            try:
-                batch = self._predict_cameras(batch)
-            except Exception as err:  # noqa: BLE001 -- retried one by one below
-                if len(batch) > 1:
-                    log.warning("camera prediction failed for a batch (%s); retrying its images one by one", err)
-                    for prepared in batch:
-                        self._invert_and_save([prepared])
-                else:
-                    self._fail(batch[0].sample.image_id, f"camera prediction failed: {error_reason(err)}")
-                return
+        if self.camera_predictor is not None and any(p.camera is None for p in batch):
+            batch = self._with_cameras(batch, self._predict_cameras, "camera prediction")
+        if batch and self.searches and any(math.isnan(p.camera_score) for p in batch):
+            batch = self._with_cameras(batch, self._search_cameras, "camera search")
         if not batch:
             return
         try:
@@ -344,6 +383,8 @@ class InversionRun:
         entry = {"status": "done", "iou": record.iou, "loss": record.losses.get("total"), "seconds": record.seconds}
         if record.camera_source:
             entry["camera_init"] = record.camera_source
+        if math.isfinite(record.camera_init_score):
+            entry["camera_init_score"] = record.camera_init_score
         return entry
 
     def _previous_entries(self, selected: set[str]) -> dict[str, dict]:
