@@ -320,19 +320,24 @@ def test_fid_metrics_run_on_cuda(fid_results, tmp_path):  # noqa: F811
 
 
 def test_pretrain_script_runs_and_resumes_on_cuda(pseudogt, tmp_path):  # noqa: F811
+    """2 steps, then resumed to 3, with the Frechet distances to the ground truth and a sample grid."""
     out = tmp_path / "run"
-    result = run_pretrain(*pretrain_args(pseudogt, out, "--set", "pretrain.max_steps=2", device=CUDA_DEVICE))
-    assert result.returncode == 0, result.stderr[-3000:]
-    result = run_pretrain(*pretrain_args(pseudogt, out, "--set", "pretrain.max_steps=3", "--resume",
-                                         device=CUDA_DEVICE))
-    assert result.returncode == 0, result.stderr[-3000:]
+    frechet = ["--set", f"pretrain.gt_dir={pseudogt / 'gt'}", "--set", "pretrain.frechet_samples=16",
+               "--set", "pretrain.frechet_components=4"]
+    for steps, resume in ((2, []), (3, ["--resume"])):
+        result = run_pretrain(*pretrain_args(pseudogt, out, *frechet, "--set", f"pretrain.max_steps={steps}", *resume,
+                                             device=CUDA_DEVICE))
+        assert result.returncode == 0, result.stderr[-3000:]
     assert "at iteration 2" in result.stderr
     latest = torch.load(out / LATEST, map_location="cpu", weights_only=True)
     assert latest["iteration"] == 3
     assert ("rng_cuda" in latest) == (torch.device(CUDA_DEVICE).type == "cuda")  # resumed runs replay CUDA draws
     assert_finite({key: latest[key] for key in ("generator", "generator_ema", "uv_discriminator", "patch_discriminator")},
                   "checkpoint weights")
-    assert all(math.isfinite(v) for v in json.loads((out / "summary.json").read_text())["losses"].values())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frechet"]["iteration"] == 3 and summary["frechet"]["frechet_mesh"] > 0
+    assert all(math.isfinite(v) for v in [*summary["losses"].values(), *summary["frechet"].values()])
+    assert (out / "samples" / "0000003.png").is_file()
     assert_loads_on_a_cpu(out / "generator_ema.pt")
     generator = load_generator(out / "generator_ema.pt")
     texture, mesh_map = generator(torch.randn(2, TINY_MODEL["latent_dim"]), torch.tensor([0, 3]))
