@@ -54,11 +54,27 @@ def reference_path():
     return get
 
 
-def cuda_devices() -> list[str]:
-    return ["cuda"] if torch.cuda.is_available() else []
+# The device of the CUDA tests (those marked requires_cuda, and the "cuda" parameter of device-
+# parametrised tests). MESHINV_TEST_CUDA_DEVICE=cpu runs them on the CPU: CPU against CPU agrees
+# trivially, but it checks their code paths, fixtures and arguments on a machine without a GPU.
+CUDA_DEVICE = os.environ.get("MESHINV_TEST_CUDA_DEVICE", "cuda")
 
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def device_available(name: str) -> bool:
+    device = torch.device(name)
+    if device.type != "cuda":
+        return True
+    return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+
+
+def cuda_devices() -> list:
+    """[CUDA_DEVICE] with the test id "cuda" (so that -k cuda selects it), or [] when it is missing."""
+    return [pytest.param(CUDA_DEVICE, id="cuda")] if device_available(CUDA_DEVICE) else []
+
+
+requires_cuda = pytest.mark.skipif(not device_available(CUDA_DEVICE),
+                                   reason=f"no {CUDA_DEVICE} device (MESHINV_TEST_CUDA_DEVICE=cpu runs these tests "
+                                          "on the CPU)")
 
 
 # Tests whose outcome rests on float rounding: optimisation and training trajectories, gradchecks,
@@ -72,7 +88,7 @@ NUMERIC_TESTS = (
     "test_camera_predictor.py::test_a_few_steps", "test_camera_predictor.py::test_training_run",
     "test_pretrain.py::test_resuming", "test_pretrain.py::test_two_gloo", "test_pretrain.py::test_short_run",
     "test_fid.py::test_frechet", "test_fid.py::test_inception", "test_fid.py::test_fid_metrics",
-    "test_fid.py::test_voxeliser", "test_fid.py::test_iou_3d",
+    "test_fid.py::test_voxeliser", "test_fid.py::test_iou_3d", "test_cuda.py",
 )
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO_ROOT, requires_cuda
+from conftest import CUDA_DEVICE, REPO_ROOT, requires_cuda
 from meshinv.data.folder import FolderDataset
 from meshinv.data.preprocess import CropConfig, square_crop_box
 from meshinv.data.synthetic import SyntheticDataset
@@ -237,7 +237,7 @@ def test_evaluation_on_cuda_matches_cpu(split, template, tmp_path):
     write_results(split, tmp_path)
     cfg = EvaluationConfig(**SMALL_EVAL)
     cpu = run_evaluation(tmp_path, split, template=MeshTemplate.uv_sphere(), cfg=cfg, device="cpu")
-    cuda = run_evaluation(tmp_path, split, template=MeshTemplate.uv_sphere(), cfg=cfg, device="cuda")
+    cuda = run_evaluation(tmp_path, split, template=MeshTemplate.uv_sphere(), cfg=cfg, device=CUDA_DEVICE)
     assert cuda.per_image.keys() == cpu.per_image.keys()
     for image_id, values in cpu.per_image.items():
         assert cuda.per_image[image_id] == pytest.approx(values, abs=1e-4)

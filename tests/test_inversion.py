@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO_ROOT, requires_cuda
+from conftest import CUDA_DEVICE, REPO_ROOT, requires_cuda
 from meshinv.data.preprocess import CropConfig
 from meshinv.data.sample import DataError, Sample
 from meshinv.data.synthetic import SyntheticDataset
@@ -219,10 +219,10 @@ def test_subsampling_keeps_pairs_and_counts():
 
 # -- the script ------------------------------------------------------------------------------------
 
-def _script(data, out, checkpoint, *extra):
+def _script(data, out, checkpoint, *extra, device="cpu"):
     args = [sys.executable, "scripts/invert.py", "--config", "configs/synthetic.yaml", "--data", str(data),
-            "--out", str(out), "--checkpoint", str(checkpoint), "--set", "device=cpu", "--set", "model.latent_dim=8",
-            "--set", f"inversion.crop.img_size={SIZE}", "--set", "inversion.select_num=4",
+            "--out", str(out), "--checkpoint", str(checkpoint), "--set", f"device={device}",
+            "--set", "model.latent_dim=8", "--set", f"inversion.crop.img_size={SIZE}", "--set", "inversion.select_num=4",
             "--set", "inversion.batch_size=1", "--set", "inversion.export.turntable_frames=4",
             "--set", "inversion.export.turntable_size=32", "--set", "inversion.z_lrs=[0.1,0.05]",
             "--set", "inversion.camera_lrs=[0.01,0.005]"]
@@ -341,7 +341,7 @@ def test_cuda_inversion_matches_cpu(samples):
     images, cameras = images.double(), cameras.double()
     on_cpu = Inverter(generator, template, cfg, "cpu", vgg=copy.deepcopy(vgg)).invert(images, masks, cameras, classes, ids)
     # the same (random) VGG weights on both devices: Inverter moves the module it is given
-    on_gpu = Inverter(tiny_generator().double(), MeshTemplate.uv_sphere(), cfg, "cuda", vgg=copy.deepcopy(vgg)
+    on_gpu = Inverter(tiny_generator().double(), MeshTemplate.uv_sphere(), cfg, CUDA_DEVICE, vgg=copy.deepcopy(vgg)
                       ).invert(images, masks, cameras, classes, ids)
     assert on_gpu.z.device.type == "cpu"  # results come back on the CPU
     assert torch.allclose(on_gpu.init_loss, on_cpu.init_loss, rtol=1e-9)  # the same z candidate wins

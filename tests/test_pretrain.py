@@ -112,10 +112,10 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(pseudogt, tmp_p
             assert torch.equal(value, b[key][name]), (key, name)
 
 
-def _script_args(pseudogt, out_dir, *extra):
+def _script_args(pseudogt, out_dir, *extra, device="cpu"):
     args = ["--config", "configs/synthetic.yaml", "--set", f"pretrain.data={pseudogt / 'pseudogt_128x128'}",
             "--set", f"pretrain.out_dir={out_dir}", "--set", "pretrain.gt_dir=null", "--set", "pretrain.batch_size=4",
-            "--set", "pretrain.render_size=32", "--set", "pretrain.sample_every=1000", "--set", "device=cpu"]
+            "--set", "pretrain.render_size=32", "--set", "pretrain.sample_every=1000", "--set", f"device={device}"]
     for key, value in TINY_MODEL.items():
         args += ["--set", f"model.{key}={value}"]
     return args + list(extra)

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import requires_cuda
+from conftest import CUDA_DEVICE, requires_cuda
 from meshinv.geometry.camera import WeakPerspectiveCamera, pixel_centers
 from meshinv.geometry.template import MeshTemplate
 from meshinv.render import (
@@ -566,13 +566,13 @@ def test_cpu_and_cuda_agree(template):
     texture = random_texture(10, batch=2).double()
     renderer = MeshRenderer(128)
     cpu = template.render(renderer, vertices, texture)
-    cuda_template = MeshTemplate.uv_sphere().to("cuda")
-    gpu = cuda_template.render(renderer, vertices.cuda(), texture.cuda())
+    cuda_template = MeshTemplate.uv_sphere().to(CUDA_DEVICE)
+    gpu = cuda_template.render(renderer, vertices.to(CUDA_DEVICE), texture.to(CUDA_DEVICE))
     assert torch.equal(cpu.face_index, gpu.face_index.cpu())
     torch.testing.assert_close(cpu.image, gpu.image.cpu(), atol=1e-5, rtol=0)
     torch.testing.assert_close(cpu.depth, gpu.depth.cpu(), atol=1e-5, rtol=0)
     torch.testing.assert_close(renderer.soft_silhouette(vertices, template.faces),
-                               renderer.soft_silhouette(vertices.cuda(), cuda_template.faces).cpu(), atol=1e-5, rtol=0)
+                               renderer.soft_silhouette(vertices.to(CUDA_DEVICE), cuda_template.faces).cpu(), atol=1e-5, rtol=0)
 
 
 def test_mixed_dtypes_are_a_clear_error():

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import reference_files
+from conftest import cuda_devices, reference_files
 from meshinv.geometry import MeshTemplate, face_normals, read_obj, uv_sphere
 
 GENERATOR_FIXTURES = reference_files("generator_tex128_seed*.npz")
@@ -389,16 +389,17 @@ def test_to_float64(sphere):
     assert torch.allclose(out64.float(), sphere.vertex_positions(d_map), atol=1e-5)
 
 
-@pytest.mark.parametrize("device", ["meta", "cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+@pytest.mark.parametrize("device", ["meta", "cpu", *cuda_devices()])
 def test_to_device_moves_every_buffer(device):
     template = MeshTemplate.uv_sphere().to(device)
+    device_type = torch.device(device).type
     names = {name for name, _ in template.named_buffers()}
     assert {"vertices", "faces", "uvs", "face_uv_index", "topo_map", "tangent_frames", "face_neighbours",
             "neg_index", "pos_index", "zero_index", "nonneg_index", "plane_mask"} <= names
     for name, buf in template.named_buffers():
-        assert buf.device.type == device, name
+        assert buf.device.type == device_type, name
     out = template.vertex_positions(torch.zeros(1, 3, 32, 32, device=device))
-    assert out.device.type == device and out.shape == (1, 482, 3)
+    assert out.device.type == device_type and out.shape == (1, 482, 3)
     if device != "meta":
         assert torch.equal(out[0].cpu(), MeshTemplate.uv_sphere().vertices)
 
