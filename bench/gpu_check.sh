@@ -43,7 +43,7 @@ timeout 200 "$PY" -m pytest -q -p no:cacheprovider -k cuda --junitxml="$OUT_DIR/
 tests_status=${PIPESTATUS[0]}
 
 echo "== throughput ($(( $(date +%s) - began )) s so far)"
-timeout 330 "$PY" bench/gpu_throughput.py --device "${GPU_CHECK_DEVICE:-cuda}" --data "$DATA" --batch-sizes 8,32,64 \
+timeout $(( ${THROUGHPUT_BUDGET_S:-240} + 90 )) "$PY" bench/gpu_throughput.py --device "${GPU_CHECK_DEVICE:-cuda}" --data "$DATA" --batch-sizes 8,32,64 \
     --sample "${THROUGHPUT_SAMPLE:-32,20}" --budget-s "${THROUGHPUT_BUDGET_S:-240}" \
     --out "$OUT_DIR/gpu_throughput.json" ${THROUGHPUT_ARGS:-} 2>&1 | tee "$OUT_DIR/throughput.log"
 throughput_status=${PIPESTATUS[0]}
