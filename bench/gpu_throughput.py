@@ -22,7 +22,6 @@ Results are written after every stage (atomically), so a run stopped by its budg
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -43,7 +42,7 @@ from meshinv.inversion import CameraInitializer, Inverter  # noqa: E402
 from meshinv.losses.vgg import VGGFeatures  # noqa: E402
 from meshinv.models import load_generator  # noqa: E402
 from meshinv.utils.config import load_config  # noqa: E402
-from meshinv.utils.io import save_json  # noqa: E402
+from meshinv.utils.io import json_text, save_json  # noqa: E402
 
 log = logging.getLogger("bench.gpu_throughput")
 
@@ -150,7 +149,7 @@ def main() -> None:
         else:
             results["full_run"] = {"skipped": f"expected {expected:.0f} s at batch {batch}, {left():.0f} s left"}
     save()
-    print(json.dumps(results, indent=2))
+    print(json_text(results))
 
 
 if __name__ == "__main__":

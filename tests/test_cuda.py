@@ -214,7 +214,7 @@ def test_generator_and_discriminators_agree_with_the_cpu():
 
     def run(device):
         g, d, p = (copy.deepcopy(m).to(device) for m in (generator, uv, patch))
-        latent = z.to(device).requires_grad_(True)
+        latent = z.detach().clone().to(device).requires_grad_(True)  # a fresh leaf: z.to('cpu') is z itself
         c, a = classes.to(device), alpha.to(device)
         texture, mesh_map = g(latent, c)
         scores, masks = d(torch.cat([texture * a, a], dim=1), mesh_map, c)

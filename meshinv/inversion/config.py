@@ -80,7 +80,7 @@ class InversionLossConfig:
     subpool_threshold: float = 0.5   # a VGG cell is used where >= this share of its pixels is foreground
     # The original subsamples 8192 points per side at random each step; None uses every point.
     subsample_points: Optional[int] = None
-    chunk_size: int = 1 << 18        # (query, reference) pairs per tile of the nearest-neighbour search
+    chunk_size: Optional[int] = None  # pairs per tile of the nearest-neighbour search (None: the device's default)
     vgg_weights: Optional[str] = None      # default: vgg19-dcbb9e9d.pth from the pretrained folders
     allow_random_vgg: bool = False         # tests and smoke runs only: random VGG weights, logged loudly
 

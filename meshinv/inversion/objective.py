@@ -22,6 +22,7 @@ import torch
 
 from ..geometry.camera import WeakPerspectiveCamera
 from ..geometry.template import MeshTemplate
+from ..losses.chamfer import default_chunk_size
 from ..losses import (
     PointSet, VGGFeatures, chamfer_mask_loss, feature_chamfer_texture_loss, image_point_set, latent_nll,
     pixel_chamfer_texture_loss, smoothness_loss,
@@ -113,9 +114,14 @@ class InversionObjective:
         self.subsample_generator = torch.Generator().manual_seed(seed)
 
     @property
+    def chunk_size(self) -> int:
+        """Pairs per tile of the Chamfer searches: the config's, else the template's device's default."""
+        return self.cfg.chunk_size or default_chunk_size(self.template.faces.device)
+
+    @property
     def chamfer_options(self) -> dict:
         c = self.cfg
-        return dict(xy_threshold=c.xy_threshold, k=c.xy_k, alpha=c.xy_alpha, rgb_eps=c.rgb_eps, chunk_size=c.chunk_size)
+        return dict(xy_threshold=c.xy_threshold, k=c.xy_k, alpha=c.xy_alpha, rgb_eps=c.rgb_eps, chunk_size=self.chunk_size)
 
     def _target_features(self, images: torch.Tensor, masks: torch.Tensor) -> Optional[PointSet]:
         if self.cfg.feature_weight <= 0:
@@ -149,7 +155,7 @@ class InversionObjective:
         if c.mask_weight > 0:
             target = targets.pixels
             terms["mask"] = c.mask_weight * chamfer_mask_loss(
-                ndc[..., :2], target.positions, target_valid=target.valid, chunk_size=c.chunk_size)
+                ndc[..., :2], target.positions, target_valid=target.valid, chunk_size=self.chunk_size)
         if c.pixel_weight > 0:
             pred = self._maybe_subsample(image_point_set(render.image, render.mask))
             target = self._maybe_subsample(targets.pixels)

@@ -38,6 +38,15 @@ from ..geometry.camera import pixel_centers
 # CPU 2^18 and 2^20 were fastest, 2^14 4x slower (per-tile overhead), 2^22 1.35x slower (tiles fall
 # out of cache); see bench/RESULTS.md. A GPU may prefer larger tiles.
 DEFAULT_CHUNK_SIZE = 1 << 18
+# On a GPU every tile is a handful of kernel launches: small tiles would make the search a launch
+# loop (at 256 px, hundreds of thousands of tiles per objective call), so tiles there are large
+# (two float32 buffers of 512 MiB).
+CUDA_CHUNK_SIZE = 1 << 27
+
+
+def default_chunk_size(device: torch.device | str) -> int:
+    """Pairs per tile of the nearest-neighbour search that suit `device`."""
+    return CUDA_CHUNK_SIZE if torch.device(device).type == "cuda" else DEFAULT_CHUNK_SIZE
 
 PointsLike = Union[torch.Tensor, Sequence[torch.Tensor]]
 
