@@ -18,8 +18,8 @@ Over the whole dataset (one number from all images):
 A per-image metric raises MissingInputError, naming what is missing, when the image lacks an input
 it needs; it is a function decorated with @register_metric("name", needs_gt=...). Its MetricInfo
 says what the dataset must offer (needs_gt, needs_camera, needs_cad) and, for a metric with a
-threshold of interest, `within` (the report gives the fraction of images at most that value). A dataset-level
-metric is registered with @register_dataset_metric("name") on a factory taking the run's
+threshold of interest, `within` (the report gives the fraction of images at most that value). A
+dataset-level metric is registered with @register_dataset_metric("name") on a factory taking the run's
 DatasetMetricEnv and returning an accumulator with update(ctx) (once per image, may raise
 MissingInputError for that image) and compute() -> (value, images used), which raises ValueError
 when there is no value. Building one may raise ImportError, OSError or ValueError (a missing
