@@ -21,7 +21,7 @@ from meshinv.data.preprocess import CropConfig
 from meshinv.data.sample import DataError
 from meshinv.data.synthetic import SyntheticDataset
 from meshinv.datagen.synthetic import SyntheticConfig, SyntheticGenerator, write_split
-from meshinv.geometry.camera import WeakPerspectiveCamera, quaternion_multiply, quaternion_to_matrix
+from meshinv.geometry.camera import WeakPerspectiveCamera, quaternion_multiply, quaternion_to_matrix, rotation_angle_deg
 from meshinv.geometry.template import TemplateConfig, build_template
 from meshinv.models.camera import (
     RESNET18_WEIGHTS, CameraPredictor, load_camera_predictor, read_camera_checkpoint, rotation_from_6d,
@@ -31,7 +31,7 @@ from meshinv.models.checkpoints import CheckpointError
 from meshinv.render.renderer import MeshRenderer
 from meshinv.training.camera import (
     FINAL, LATEST, Augmentation, CameraTrainConfig, CameraTrainer, OverlayShape, cache_samples, camera_dataset,
-    camera_loss, overlay_iou, predict_cameras, predict_folder_cameras, rotation_error_deg, scheduled_lr, train_camera,
+    camera_loss, overlay_iou, predict_cameras, predict_folder_cameras, scheduled_lr, train_camera,
 )
 from meshinv.utils.config import ConfigError, validate_config
 from meshinv.utils.io import save_torch
@@ -135,8 +135,8 @@ def test_camera_loss_and_rotation_error_treat_q_and_minus_q_alike():
     assert float(camera_loss(flipped, target)["total"]) == pytest.approx(0.0, abs=1e-6)
     quarter_turn = torch.tensor([[math.cos(math.pi / 4), 0.0, math.sin(math.pi / 4), 0.0]])
     turned = quaternion_multiply(quarter_turn, target[:, 3:])
-    assert float(rotation_error_deg(turned, target[:, 3:])) == pytest.approx(90.0, abs=1e-3)
-    assert float(rotation_error_deg(-target[:, 3:], target[:, 3:])) == pytest.approx(0.0, abs=1e-3)
+    assert float(rotation_angle_deg(turned, target[:, 3:])) == pytest.approx(90.0, abs=1e-3)
+    assert float(rotation_angle_deg(-target[:, 3:], target[:, 3:])) == pytest.approx(0.0, abs=1e-3)
     off = target + torch.tensor([[0.1, 0.2, 0.0, 0, 0, 0, 0]])
     losses = camera_loss(off, target)
     assert float(losses["scale_translation"]) == pytest.approx((0.01 + 0.04) / 3, rel=1e-5)

@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,17 +16,21 @@ from PIL import Image
 
 from conftest import CUDA_DEVICE, REPO_ROOT, requires_cuda
 from meshinv.data.folder import FolderDataset
+from meshinv.data.info import DatasetInfo
 from meshinv.data.preprocess import CropConfig, square_crop_box
 from meshinv.data.synthetic import SyntheticDataset
 from meshinv.datagen.synthetic import SyntheticConfig, SyntheticGenerator, write_split
 from meshinv.evaluation import (
-    METRICS, EvaluationConfig, EvaluationContext, MissingInputError, get_metric, iou, register_metric,
+    METRIC_INFO, METRICS, EvaluationConfig, EvaluationContext, MissingInputError, get_metric, iou, register_metric,
     weak_perspective_chamfer,
 )
 from meshinv.evaluation.crops import inversion_crop
+from meshinv.evaluation.distribution import distribution
 from meshinv.evaluation.evaluate import evaluate_results, run_evaluation
+from meshinv.evaluation.inversion_facts import record_facts
 from meshinv.evaluation.report import write_outputs
-from meshinv.geometry import MeshTemplate, quaternion_to_matrix
+from meshinv.evaluation.samples import metric_unavailable
+from meshinv.geometry import MeshTemplate, quaternion_multiply, quaternion_to_matrix
 from meshinv.inversion.results import InversionRecord, load_record
 from meshinv.render import MeshRenderer
 from meshinv.utils.config import to_dict
@@ -76,7 +81,7 @@ def context(template, record, target_mask=None, gt=None, gt_camera=None) -> Eval
 # -- registry ----------------------------------------------------------------------------------------------
 
 def test_registry_knows_the_metrics_and_names_them_on_a_typo():
-    assert {"mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d"} <= set(METRICS)
+    assert {"mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d", "rotation_error_deg"} <= set(METRICS)
     assert get_metric("mask_iou") is METRICS["mask_iou"]
     with pytest.raises(ValueError, match=r"unknown metric 'mask_io'; known metrics: .*chamfer_3d.*mask_iou"):
         get_metric("mask_io")
@@ -183,6 +188,118 @@ def test_missing_inputs_are_clear_errors(split, template):
         METRICS["mask_iou"](wrong_size)
 
 
+def turned(camera: torch.Tensor, degrees: float, axis, object_side: bool = False) -> torch.Tensor:
+    """The float64 camera with its rotation turned by `degrees` about `axis`, applied in camera space
+    (before the rotation when object_side)."""
+    camera = camera.double()
+    axis = torch.tensor(axis, dtype=torch.float64)
+    half = math.radians(degrees) / 2
+    turn = torch.cat([torch.tensor([math.cos(half)], dtype=torch.float64), math.sin(half) * axis / axis.norm()])
+    q = quaternion_multiply(camera[3:], turn) if object_side else quaternion_multiply(turn, camera[3:])
+    return torch.cat([camera[:3], q])
+
+
+def test_rotation_error_is_the_angle_between_final_and_ground_truth_rotations(split, template):
+    """0 for the GT camera (or its -q), exactly the turn for a camera turned by a known angle about any
+    axis, on either side of the rotation (float64 throughout: equal to 1e-6 degrees)."""
+    sample = sample_at(split, 0, SIZE)
+    gt = sample.camera.double()
+
+    def error(camera) -> float:
+        return METRICS["rotation_error_deg"](context(template, record_for(sample, SIZE, camera=camera), gt_camera=gt))
+
+    assert error(gt) == 0.0
+    assert error(torch.cat([gt[:3], -gt[3:]])) == pytest.approx(0.0, abs=1e-6)
+    for degrees in (30.0, 1e-3, 150.0, 180.0):
+        for axis in ([0.0, 1.0, 0.0], [1.0, -2.0, 0.5]):
+            for object_side in (False, True):
+                assert error(turned(gt, degrees, axis, object_side)) == pytest.approx(degrees, abs=1e-6)
+    # A turn past 180 degrees is the shorter one the other way; scale and translation do not count.
+    assert error(turned(gt, 200.0, [0.0, 0.0, 1.0])) == pytest.approx(160.0, abs=1e-6)
+    moved = turned(gt, 30.0, [1.0, 0.0, 0.0]) * torch.tensor([1.5, 1, 1, 1, 1, 1, 1], dtype=torch.float64)
+    moved[1:3] += 0.3
+    assert error(moved) == pytest.approx(30.0, abs=1e-6)
+    with pytest.raises(MissingInputError, match="rotation_error_deg: needs the sample's camera"):
+        METRICS["rotation_error_deg"](context(template, record_for(sample, SIZE)))
+    # It runs on any dataset whose samples carry cameras, and is skipped, with the reason, on others.
+    cameras = DatasetInfo("folder", has_cameras=True, has_3d_ground_truth=False, has_cad_models=False)
+    assert metric_unavailable("rotation_error_deg", SimpleNamespace(info=cameras), "d") is None
+    no_cameras = SimpleNamespace(info=dataclasses.replace(cameras, has_cameras=False))
+    assert metric_unavailable("rotation_error_deg", no_cameras, "d") == "the dataset d has no cameras"
+
+
+def test_distribution_uses_linear_percentiles():
+    """median and p95 are torch.quantile's linear interpolation: position p (n - 1) in the sorted values."""
+    rotation = METRIC_INFO["rotation_error_deg"]
+    assert distribution([float(v) for v in range(20, -1, -1)], rotation) == {
+        "median": 10.0, "p95": 19.0, "within_30deg": 1.0}   # positions 10 and 19 of 0..20
+    # Even count: the median is the mean of the middle two; p95 at position 2.85 of (1, 2, 4, 10).
+    expected = {"median": 3.0, "p95": 4 + 0.85 * 6}
+    assert distribution([10.0, 1.0, 4.0, 2.0], METRIC_INFO["mask_iou"]) == pytest.approx(expected)
+    # Within 30 degrees counts 30 itself.
+    assert distribution([10.0, 30.0, 30.5, 179.0], rotation)["within_30deg"] == 0.5
+    assert distribution([], rotation) == {}
+
+
+def test_report_gives_the_rotation_error_distribution(split, template, tmp_path):
+    """Results turned by 0, 20 and 90 degrees: metrics.json and report.md give their median, p95 and
+    the fraction within 30 degrees."""
+    for index, degrees in enumerate([20.0, 0.0, 90.0]):
+        sample = sample_at(split, index, SIZE)
+        camera = turned(sample.camera, degrees, [0.3, 1.0, 0.2])
+        record_for(sample, SIZE, camera=camera).save(tmp_path / sample.image_id / "result.pt")
+    cfg = EvaluationConfig(metrics=["mask_iou", "rotation_error_deg"], grid_rows=0)
+    result = run_evaluation(tmp_path, split, template=template, cfg=cfg)
+    # Saved in float32: the angles are right to float32's precision of the quaternions.
+    assert result.means["rotation_error_deg"] == pytest.approx(110.0 / 3, abs=1e-3)
+    expected = {"median": 20.0, "p95": 20.0 + 0.9 * 70.0, "within_30deg": 2 / 3}   # p95 at position 1.9
+    assert result.distribution["rotation_error_deg"] == pytest.approx(expected, abs=1e-3)
+    paths = write_outputs(result, tmp_path)
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["distribution"]["rotation_error_deg"] == pytest.approx(expected, abs=1e-3)
+    assert "linear" in metrics["percentiles"]
+    report = paths["report"].read_text()
+    assert "| rotation_error_deg | 36.6667 | 3 | 20.0000 | 83.0000 | lower |" in report
+    assert "rotation_error_deg: 66.7% of 3 images at most 30 deg." in report
+    assert "torch.quantile, linear interpolation" in report
+
+
+def test_report_states_where_the_starting_cameras_came_from(split, template, tmp_path):
+    """Each result's camera source is counted, a start from the dataset's camera is warned about, and
+    the time per image is the mean of the recorded ones."""
+    write_results(split, tmp_path)
+    for image_id, source, seconds in (("test_00000", "predictor", 2.0), ("test_00001", "dataset+noise", float("nan"))):
+        record = load_record(tmp_path / image_id)
+        dataclasses.replace(record, camera_source=source, seconds=seconds).save(tmp_path / image_id / "result.pt")
+    cfg = EvaluationConfig(metrics=["mask_iou"], grid_rows=0)
+    paths = write_outputs(run_evaluation(tmp_path, None, template=template, cfg=cfg), tmp_path / "mixed")
+    inversion = json.loads(paths["metrics"].read_text())["inversion"]
+    assert inversion["camera_sources"] == {"dataset+noise": 1, "predictor": 1}
+    assert inversion["from_dataset_camera"] == 1
+    assert inversion["seconds_per_image"] == 2.0 and inversion["timed_images"] == 1
+    assert inversion["per_image"]["test_00001"] == {"camera_source": "dataset+noise", "seconds": None}
+    report = paths["report"].read_text()
+    assert "Starting cameras: dataset+noise 1, predictor 1." in report
+    assert ("1 of 2 results started from the dataset's camera (ground truth on synthetic data), not from the "
+            "image alone.") in report
+    assert "Inversion time: 2.00 s per image (mean over the 1 results that record it)." in report
+
+    # Every start from the image: no warning.
+    record = load_record(tmp_path / "test_00001")
+    dataclasses.replace(record, camera_source="predictor", seconds=4.0).save(tmp_path / "test_00001" / "result.pt")
+    paths = write_outputs(run_evaluation(tmp_path, None, template=template, cfg=cfg), tmp_path / "predictor")
+    report = paths["report"].read_text()
+    assert "Starting cameras: predictor 2." in report and "dataset's camera" not in report
+    assert "Inversion time: 3.00 s per image" in report
+
+    # Sources are plain strings (newer ones too); a recorded score is kept, a missing one is absent.
+    newer = record_facts(dataclasses.make_dataclass("R", ["camera_source", "seconds", "camera_init_score"])(
+        "search", 1.5, 0.25))
+    assert newer == {"camera_source": "search", "seconds": 1.5, "camera_init_score": 0.25}
+    assert record_facts(record_for(sample_at(split, 0, SIZE), SIZE)) == {"camera_source": "unrecorded",
+                                                                         "seconds": None}
+
+
 # -- folders ----------------------------------------------------------------------------------------------
 
 def write_results(split, out):
@@ -215,13 +332,15 @@ def test_evaluation_of_a_folder_records_failures_and_skips_without_ground_truth(
     perfect, shifted = result.per_image["test_00000"], result.per_image["test_00001"]
     assert perfect["mask_iou"] > 0.99 and perfect["chamfer_3d"] < 1e-5 and perfect["novel_view_iou"] == 1.0
     assert shifted["mask_iou"] < 0.95 and shifted["chamfer_3d"] > 0.01 and shifted["novel_view_iou"] == 1.0
+    assert perfect["rotation_error_deg"] == 0.0 and shifted["rotation_error_deg"] == 0.0   # only shifted
     assert result.means["mask_iou"] == pytest.approx((perfect["mask_iou"] + shifted["mask_iou"]) / 2)
     assert result.counts == {name: 2 for name in cfg.metrics} and not result.skipped
 
     # No dataset, or one without ground truth: the GT metrics are skipped, mask_iou still runs where
     # the folder has its target mask.
     alone = run_evaluation(tmp_path, None, template=template, cfg=cfg)
-    assert alone.metrics == ["mask_iou"] and set(alone.skipped) == {"full_mask_iou", "novel_view_iou", "chamfer_3d"}
+    assert alone.metrics == ["mask_iou"] and set(alone.skipped) == {"full_mask_iou", "novel_view_iou", "chamfer_3d",
+                                                                    "rotation_error_deg"}
     assert "no dataset" in alone.skipped["chamfer_3d"]
     assert alone.counts["mask_iou"] == 1 and "no target mask" in alone.metric_errors["test_00001"]["mask_iou"]
     plain = run_evaluation(tmp_path, lambda crop: FolderDataset(split, crop), template=template, cfg=cfg)
@@ -253,7 +372,7 @@ def test_evaluate_script_end_to_end(split, tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["counts"]["evaluated"] == 2 and metrics["counts"]["failed"] == 2
-    assert set(metrics["means"]) == {"mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d"}
+    assert set(metrics["means"]) == {"mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d", "rotation_error_deg"}
     assert metrics["per_image"]["test_00000"]["mask_iou"] > 0.99 and metrics["skipped"] == {}
     report = (tmp_path / "report.md").read_text()
     assert "| mask_iou |" in report and "Worst 2 images by mask IoU" in report

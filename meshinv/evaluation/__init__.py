@@ -7,6 +7,8 @@
       results_folder  reading the folder: image folders, the inversion's failures, one record + images
       crops           the crop each result was made with
       samples         dataset samples by image id at that crop; what the dataset can give
+      distribution    median, 95th percentile, fraction within a threshold of a per-image metric
+      inversion_facts each result's starting camera source and time, and their summary
       grid, report    report_grid.png's rows; EvaluationResult, metrics.json, report.md (write_outputs)
     fid       FID_1 / FID_10 / FID_12: Inception, statistics, reference statistics, images, metrics
     voxels    mesh voxelisation and the PASCAL3D+ 3D IoU

@@ -44,7 +44,8 @@ class EvaluationConfig:
     results_dir: str = "outputs/inversion"   # the inversion's out_dir; metrics.json etc. are written here
     data_dir: Optional[str] = None           # the dataset that was inverted; None = result folders only
     split: Optional[str] = None              # None = the dataset kind's default (meshinv.data.datasets)
-    metrics: list[str] = field(default_factory=lambda: ["mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d"])
+    metrics: list[str] = field(default_factory=lambda: ["mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d",
+                                                        "rotation_error_deg"])
     crop: CropConfig = field(default_factory=default_inversion_crop)  # where a result records none; img_size follows it
     limit: Optional[int] = None              # only the first N result folders (sorted by image id)
     # Novel views (novel_view_iou, FID_10, FID_12): about the canonical pose, centred, untranslated

@@ -9,6 +9,8 @@ What it uses, one concern per module:
     crops           the crop each result was made with (its record's, else the run's config.yaml)
     samples         the dataset's samples by image id at that crop, and what the dataset can give
     grid            report_grid.png's rows
+    distribution    median, 95th percentile and fraction within a threshold of a per-image metric
+    inversion_facts each result's starting camera source, its score and time, and their summary
     report          EvaluationResult and its files (write_outputs: metrics.json, report.md, the grid)
 
 An image folder is evaluated when it holds result.pt; a folder without one, or with a file that
@@ -18,9 +20,11 @@ apart, so that the report accounts for every image the inversion was given. Data
 matched by image id and cut with each record's crop, so the ground truth lines up with what the
 inversion saw.
 
-Per-image metrics are averaged over the images that have them. Dataset-level metrics (the FIDs) see
-every evaluated image once and give one number; an image they cannot use is listed with its reason,
-and a metric that cannot be computed at all (e.g. missing Inception weights) is listed as skipped.
+Per-image metrics are averaged over the images that have them; their median and 95th percentile
+come from meshinv.evaluation.distribution. Each result's starting camera and inversion time are
+collected (meshinv.evaluation.inversion_facts). Dataset-level metrics (the FIDs) see every evaluated
+image once and give one number; an image they cannot use is listed with its reason, and a metric
+that cannot be computed at all (e.g. missing Inception weights) is listed as skipped.
 
 Errors: each step catches only what it can raise (a missing or unreadable file, a DataError, a
 missing weight file), except one: measure(), which runs one metric on one image, records whatever
@@ -47,7 +51,9 @@ from ..render.settings import make_renderer
 from ..utils.errors import error_reason
 from .config import EvaluationConfig
 from .crops import inversion_crop, record_crop
+from .distribution import distribution
 from .grid import grid_row
+from .inversion_facts import record_facts
 from .metrics import METRIC_INFO, DatasetMetricEnv, EvaluationContext, MissingInputError, get_metric
 from .report import EvaluationResult
 from .results_folder import find_result_ids, inversion_failures, read_result
@@ -184,11 +190,11 @@ def run_evaluation(results_dir: str | os.PathLike, dataset: None | str | os.Path
     accumulators = _start_dataset_metrics(names, skipped, env)
     active = [n for n in names if n not in skipped]
     per_image_names = [n for n in active if METRIC_INFO[n].level == "image"]
-    needs_sample = [n for n in active if METRIC_INFO[n].needs_gt or METRIC_INFO[n].needs_cad]
+    needs_sample = [n for n in active if METRIC_INFO[n].needs_sample]
 
     renderers: dict[int, Renderer] = {}
     shared: dict = {}
-    per_image, failed, metric_errors = {}, {}, {}
+    per_image, failed, metric_errors, inversion = {}, {}, {}, {}
     grid, columns = [], []
     for image_id in tqdm(ids, desc="evaluate", unit="img"):
         folder = results_dir / image_id
@@ -201,6 +207,7 @@ def run_evaluation(results_dir: str | os.PathLike, dataset: None | str | os.Path
             log.debug("%s", image_id, exc_info=True)
             continue
         record, size = result.record, int(result.record.image_size)
+        inversion[image_id] = record_facts(record)
         # The mask and input the inversion fitted; else the dataset's, cut the same way.
         target = result.target_mask if result.target_mask is not None or sample is None else sample.mask
         image = result.input_image if result.input_image is not None or sample is None else sample.image
@@ -220,9 +227,10 @@ def run_evaluation(results_dir: str | os.PathLike, dataset: None | str | os.Path
             except (OSError, ValueError) as e:  # the report's pictures are not worth a failure
                 log.warning("%s: no grid row (%s)", image_id, error_reason(e, 300))
 
-    counts = {n: sum(n in v for v in per_image.values()) for n in per_image_names}
-    means = {n: (float(np.mean([v[n] for v in per_image.values() if n in v])) if counts[n] else None)
-             for n in per_image_names}
+    values = {n: [v[n] for v in per_image.values() if n in v] for n in per_image_names}
+    counts = {n: len(values[n]) for n in per_image_names}
+    means = {n: float(np.mean(values[n])) if values[n] else None for n in per_image_names}
+    spread = {n: distribution(values[n], METRIC_INFO[n]) for n in per_image_names if values[n]}
     dataset_values, dataset_counts, dataset_errors = _finish_dataset_metrics(accumulators)
     means.update(dataset_values)
     counts.update(dataset_counts)
@@ -240,7 +248,7 @@ def run_evaluation(results_dir: str | os.PathLike, dataset: None | str | os.Path
     return EvaluationResult(str(results_dir), data_dir, active, per_image, means, counts, skipped, failed,
                             metric_errors, len(ids), dataset_kind=_dataset_kind(dataset), fid_network=fid_network,
                             dataset_errors=dataset_errors, inversion_failed=inversion_failed, grid=grid,
-                            grid_columns=columns)
+                            grid_columns=columns, distribution=spread, inversion=inversion)
 
 
 def evaluate_results(results_dir: str | os.PathLike, dataset=None, *, template: MeshTemplate,

@@ -5,6 +5,8 @@ Per image (a function of one image's EvaluationContext, returning a float):
     full_mask_iou   the same rendered mask vs. the ground-truth full-object mask (synthetic data)
     novel_view_iou  silhouette IoU of prediction vs. ground truth over turntable views (synthetic)
     chamfer_3d      Chamfer distance of the vertices after weak-perspective alignment (synthetic)
+    rotation_error_deg  angle between the final camera's rotation and the dataset's camera's (the
+                    ground truth on synthetic data; SfM or annotations elsewhere)
     iou_3d          voxel IoU with the image's CAD model, box-aligned per image (PASCAL3D+;
                     meshinv/evaluation/voxels.py)
 Over the whole dataset (one number from all images):
@@ -14,8 +16,10 @@ Over the whole dataset (one number from all images):
     iou_3d_global   iou_3d with one box alignment averaged over all images, as CMR's eval_mean_iou.m
 
 A per-image metric raises MissingInputError, naming what is missing, when the image lacks an input
-it needs; it is a function decorated with @register_metric("name", needs_gt=...). A dataset-level
-metric is registered with @register_dataset_metric("name") on a factory taking the run's
+it needs; it is a function decorated with @register_metric("name", needs_gt=...). Its MetricInfo
+says what the dataset must offer (needs_gt, needs_camera, needs_cad) and, for a metric with a
+threshold of interest, `within` (the report gives the fraction of images at most that value). A
+dataset-level metric is registered with @register_dataset_metric("name") on a factory taking the run's
 DatasetMetricEnv and returning an accumulator with update(ctx) (once per image, may raise
 MissingInputError for that image) and compute() -> (value, images used), which raises ValueError
 when there is no value. Building one may raise ImportError, OSError or ValueError (a missing
@@ -32,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 import torch
 
-from ..geometry.camera import WeakPerspectiveCamera
+from ..geometry.camera import WeakPerspectiveCamera, rotation_angle_deg
 from ..geometry.template import MeshTemplate
 from ..render.settings import Renderer, make_renderer
 from ..render.views import turntable_silhouettes
@@ -60,7 +64,8 @@ class EvaluationContext:
     target_mask  (1, S, S) or (S, S) in {0, 1}: what the inversion fitted, or None
     gt           ground truth of a dataset sample (meshinv.data.synthetic.SyntheticDataset's `gt`:
                  vertices (V, 3), full_mask (1, S, S), ...); empty when there is none
-    gt_camera    (7,) the sample's NDC camera of the crop (the GT camera), or None
+    gt_camera    (7,) the sample's NDC camera of the crop (the GT camera on synthetic data; SfM or
+                 annotation cameras elsewhere), or None
     input_image  (3, S, S) in [-1, 1]: the cropped input the inversion saw (input.png or the
                  dataset's sample), or None
     dataset      the evaluation's dataset (iou_3d reads its CAD models), or None
@@ -250,6 +255,14 @@ class MetricInfo:
     description: str        # the first line of the function's docstring
     level: str = "image"    # "image": one value per image, averaged; "dataset": one value from all images
     needs_cad: bool = False  # needs a dataset with CAD models (PASCAL3D+)
+    needs_camera: bool = False  # needs a dataset whose samples carry cameras (.info.has_cameras)
+    within: Optional[float] = None  # report the fraction of images whose value is at most this
+    unit: str = ""          # the value's unit, for names and the report (e.g. "deg")
+
+    @property
+    def needs_sample(self) -> bool:
+        """Whether the metric reads the image's dataset sample (ground truth, camera or CAD model)."""
+        return self.needs_gt or self.needs_camera or self.needs_cad
 
 
 METRICS: dict[str, Callable] = {}   # name -> MetricFn (level "image") or DatasetMetricFactory ("dataset")
@@ -267,11 +280,13 @@ def _description(fn: Callable, name: str) -> str:
     return (fn.__doc__ or name).strip().splitlines()[0]
 
 
-def register_metric(name: str, *, needs_gt: bool = False, higher_is_better: bool = True, needs_cad: bool = False):
+def register_metric(name: str, *, needs_gt: bool = False, higher_is_better: bool = True, needs_cad: bool = False,
+                    needs_camera: bool = False, within: Optional[float] = None, unit: str = ""):
     """Decorator adding a per-image metric function to METRICS under `name`."""
 
     def decorator(fn: MetricFn) -> MetricFn:
-        _register(name, fn, MetricInfo(name, needs_gt, higher_is_better, _description(fn, name), "image", needs_cad))
+        _register(name, fn, MetricInfo(name, needs_gt, higher_is_better, _description(fn, name), "image", needs_cad,
+                                       needs_camera, within, unit))
         return fn
 
     return decorator
@@ -333,6 +348,17 @@ def chamfer_3d(ctx: EvaluationContext) -> float:
     if ctx.gt_camera is None:
         raise MissingInputError("chamfer_3d: needs the sample's ground-truth camera")
     return weak_perspective_chamfer(ctx.pred_vertices(), ctx.record.camera, gt_vertices, ctx.gt_camera)
+
+
+@register_metric("rotation_error_deg", needs_camera=True, higher_is_better=False, within=30.0, unit="deg")
+def rotation_error_deg(ctx: EvaluationContext) -> float:
+    """Angle (degrees) between the rotations of the final camera and the sample's (GT on synthetic data).
+
+    The geodesic angle of meshinv.geometry.camera.rotation_angle_deg, in [0, 180]."""
+    if ctx.gt_camera is None:
+        raise MissingInputError("rotation_error_deg: needs the sample's camera (the ground truth on synthetic data)")
+    return float(rotation_angle_deg(ctx.record.camera[3:].double(), ctx.gt_camera.reshape(-1)[3:].double()
+                                    .to(ctx.record.camera.device)))
 
 
 def _cad_model(ctx: EvaluationContext, metric: str, normalize: bool = True

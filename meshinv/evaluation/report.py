@@ -1,6 +1,7 @@
 """What an evaluation produced (EvaluationResult) and its files: metrics.json (every number, count
-and reason), report.md (the values, the worst images, every image that failed and why, the grid)
-and report_grid.png."""
+and reason, the per-image metrics' medians and 95th percentiles, the results' starting cameras and
+times), report.md (the values, where the starting cameras came from, the worst images, every image
+that failed and why, the grid) and report_grid.png."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import torch
 from ..utils.images import save_grid
 from ..utils.io import save_json, save_text
 from .config import EvaluationConfig
+from .distribution import PERCENTILE_DEFINITION, within_key
+from .inversion_facts import InversionSummary
 from .metrics import METRIC_INFO
 
 
@@ -38,6 +41,14 @@ class EvaluationResult:
     inversion_failed: dict[str, str] = field(default_factory=dict)  # image id -> why the inversion failed on it
     grid: list[tuple[str, torch.Tensor]] = field(default_factory=list, repr=False)  # (id, (K, 3, S, S))
     grid_columns: list[str] = field(default_factory=list)
+    # per-image metric -> {"median", "p95"[, "within_30deg"]} (meshinv.evaluation.distribution)
+    distribution: dict[str, dict[str, float]] = field(default_factory=dict)
+    # image id -> its camera source, seconds[, camera_init_score] (meshinv.evaluation.inversion_facts)
+    inversion: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def inversion_summary(self) -> InversionSummary:
+        return InversionSummary.of(self.inversion)
 
     def to_json(self) -> dict:
         def finite(v):
@@ -48,6 +59,8 @@ class EvaluationResult:
             "means": {k: finite(v) for k, v in self.means.items()},
             "counts": {"images": self.images, "evaluated": len(self.per_image), "failed": len(self.failed),
                        "inversion_failed": len(self.inversion_failed), "per_metric": self.counts},
+            "distribution": self.distribution, "percentiles": PERCENTILE_DEFINITION,
+            "inversion": {**self.inversion_summary.to_json(), "per_image": self.inversion},
             "higher_is_better": {m: METRIC_INFO[m].higher_is_better for m in self.metrics},
             "dataset_level": [m for m in self.metrics if METRIC_INFO[m].level == "dataset"],
             "dataset_kind": self.dataset_kind, "fid_network": self.fid_network, "dataset_errors": self.dataset_errors,
@@ -68,12 +81,25 @@ def report_markdown(result: EvaluationResult, cfg: EvaluationConfig, grid_name: 
     lines.append(f"{total} images: {len(result.per_image)} evaluated, {len(result.inversion_failed)} failed in the "
                  f"inversion, {len(result.failed)} could not be evaluated. "
                  f"Dataset: {f'`{result.data_dir}`' if result.data_dir else 'none (result folders only)'}.")
-    lines += ["", "| metric | value | images | better | what |", "| --- | --- | --- | --- | --- |"]
+    for line in result.inversion_summary.report_lines():
+        lines += ["", line]
+    lines += ["", "| metric | value | images | median | p95 | better | what |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name in result.metrics:
         info = METRIC_INFO[name]
         scope = "one value from all images" if info.level == "dataset" else "mean over images"
+        spread = result.distribution.get(name, {})
         lines.append(f"| {name} | {_format(result.means.get(name))} | {result.counts.get(name, 0)} | "
+                     f"{_format(spread.get('median'))} | {_format(spread.get('p95'))} | "
                      f"{'higher' if info.higher_is_better else 'lower'} | {info.description} ({scope}) |")
+    if result.distribution:
+        notes = [f"Median and p95 over the images that have the metric: {PERCENTILE_DEFINITION}."]
+        for name, spread in result.distribution.items():
+            info = METRIC_INFO[name]
+            if info.within is not None and within_key(info) in spread:
+                notes.append(f"{name}: {spread[within_key(info)]:.1%} of {result.counts[name]} images at most "
+                             f"{info.within:g} {info.unit}.")
+        lines += ["", " ".join(notes)]
     if result.fid_network:
         lines += ["", f"FIDs computed with the `{result.fid_network}` Inception. The original code computes its FIDs "
                   "with torchvision's ImageNet Inception: ours are comparable with its numbers only when "

@@ -30,6 +30,10 @@ def has_ground_truth(dataset) -> bool:
     return dataset.info.has_3d_ground_truth
 
 
+def has_cameras(dataset) -> bool:
+    return dataset.info.has_cameras
+
+
 def has_cad_models(dataset) -> bool:
     return dataset.info.has_cad_models
 
@@ -45,12 +49,14 @@ def _dataset_kind(dataset) -> Optional[str]:
 def metric_unavailable(name: str, dataset, data_dir: Optional[str]) -> Optional[str]:
     """Why metric `name` cannot run with this dataset, or None."""
     info = METRIC_INFO[name]
-    if info.needs_gt and not (dataset is not None and has_ground_truth(dataset)):
-        return ("no dataset given (evaluation.data_dir / --data)" if dataset is None
-                else f"the dataset {data_dir} has no ground truth (synthetic data only)")
-    if info.needs_cad and not (dataset is not None and has_cad_models(dataset)):
-        return ("no dataset given (evaluation.data_dir / --data)" if dataset is None
-                else f"the dataset {data_dir} has no CAD models (PASCAL3D+ only)")
+    needs = ((info.needs_gt, has_ground_truth, "ground truth (synthetic data only)"),
+             (info.needs_camera, has_cameras, "cameras"),
+             (info.needs_cad, has_cad_models, "CAD models (PASCAL3D+ only)"))
+    for needed, offers, what in needs:
+        if needed and dataset is None:
+            return "no dataset given (evaluation.data_dir / --data)"
+        if needed and not offers(dataset):
+            return f"the dataset {data_dir} has no {what}"
     return None
 
 

@@ -15,7 +15,7 @@ on images augmented together with their cameras. By concern:
 
 from .config import ROTATION_LOSSES, CameraPredictConfig, CameraTrainConfig, LrDecay, RotationLoss
 from .data import Augmentation, CachedSamples, cache_samples, camera_dataset
-from .evaluate import camera_errors, evaluate_predictor, predict_cameras, predict_folder_cameras, rotation_error_deg
+from .evaluate import camera_errors, evaluate_predictor, predict_cameras, predict_folder_cameras
 from .loss import camera_loss
 from .overlay import (
     TRUSTED_IOU, OverlayShape, ground_truth_mean_shape, load_mean_shape, overlay_iou, overlay_shape,
@@ -25,7 +25,7 @@ from .trainer import FINAL, LATEST, CameraTrainer, scheduled_lr, train_camera
 __all__ = [
     "ROTATION_LOSSES", "CameraPredictConfig", "CameraTrainConfig", "LrDecay", "RotationLoss", "Augmentation",
     "CachedSamples", "cache_samples", "camera_dataset", "camera_errors", "evaluate_predictor", "predict_cameras",
-    "predict_folder_cameras", "rotation_error_deg", "camera_loss", "TRUSTED_IOU", "OverlayShape",
+    "predict_folder_cameras", "camera_loss", "TRUSTED_IOU", "OverlayShape",
     "ground_truth_mean_shape", "load_mean_shape", "overlay_iou", "overlay_shape", "FINAL", "LATEST", "CameraTrainer",
     "scheduled_lr", "train_camera",
 ]

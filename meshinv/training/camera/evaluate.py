@@ -15,7 +15,7 @@ from ...data.folder import FolderDataset
 from ...data.preprocess import CropConfig
 from ...data.sample import DataError
 from ...data.segment import SegmentConfig, images_without_masks, segment_missing
-from ...geometry.camera import normalize_quaternion
+from ...geometry.camera import rotation_angle_deg
 from ...geometry.template import TemplateConfig, build_template
 from ...models.camera import CameraPredictor
 from ...render.settings import make_renderer
@@ -25,16 +25,10 @@ from .overlay import TRUSTED_IOU, OverlayShape, overlay_iou
 log = logging.getLogger(__name__)
 
 
-def rotation_error_deg(q: torch.Tensor, q_gt: torch.Tensor) -> torch.Tensor:
-    """(B,) geodesic angle between the rotations of (B, 4) quaternions, in degrees (q ~ -q)."""
-    dot = (normalize_quaternion(q.double()) * normalize_quaternion(q_gt.double())).sum(-1).abs().clamp(max=1.0)
-    return torch.rad2deg(2 * torch.acos(dot)).to(q.dtype)
-
-
 def camera_errors(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-image errors of (B, 7) cameras: rotation (degrees, geodesic), translation (NDC distance
     of (tx, ty), 1 = half the crop side) and scale (|s - s_gt| / s_gt)."""
-    return {"rotation_error_deg": rotation_error_deg(pred[:, 3:], target[:, 3:]),
+    return {"rotation_error_deg": rotation_angle_deg(pred[:, 3:], target[:, 3:]),
             "translation_error": (pred[:, 1:3] - target[:, 1:3]).norm(dim=-1),
             "scale_error": (pred[:, 0] - target[:, 0]).abs() / target[:, 0].abs().clamp(min=1e-8)}
 
