@@ -149,7 +149,7 @@ def main() -> None:
         else:
             results["full_run"] = {"skipped": f"expected {expected:.0f} s at batch {batch}, {left():.0f} s left"}
     save()
-    print(json_text(results))
+    print(json_text(results, indent=2))
 
 
 if __name__ == "__main__":

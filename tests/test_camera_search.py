@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from meshinv.geometry.camera import WeakPerspectiveCamera, matrix_to_quaternion, quaternion_to_matrix
+from meshinv.geometry.camera import (WeakPerspectiveCamera, matrix_to_quaternion, quaternion_to_matrix,
+                                     rotation_angle_deg)
 from meshinv.geometry.template import MeshTemplate
 from meshinv.inversion import Inverter
 from meshinv.inversion.camera_search import (cameras_from_mask, depth_mirror, pick_distinct, refine_on_mask,
-                                             rotation_angle, rotation_grid)
+                                             rotation_grid)
 from meshinv.inversion.config import CameraInitConfig, CameraSearchConfig
 from meshinv.models.checkpoints import save_generator_checkpoint
 from meshinv.utils.config import ConfigError, from_dict
@@ -48,8 +49,8 @@ def test_the_rotation_grid_is_proper_and_covers_the_rotations():
     # has a covering radius near 40 degrees).
     grid_q = matrix_to_quaternion(grid)
     probes = matrix_to_quaternion(random_rotations(500))
-    nearest = rotation_angle(probes[:, None], grid_q[None]).min(dim=1).values
-    assert torch.rad2deg(nearest).max() < 60
+    nearest = rotation_angle_deg(probes[:, None], grid_q[None]).min(dim=1).values
+    assert nearest.max() < 60
 
 
 def test_the_depth_mirror_has_the_same_silhouette_for_a_symmetric_shape():
@@ -62,8 +63,8 @@ def test_the_depth_mirror_has_the_same_silhouette_for_a_symmetric_shape():
         # The same projected point set (point i lands where its mirror partner did).
         assert (a[:, None] - b[None]).norm(dim=-1).min(dim=1).values.max() < 1e-12
         assert torch.allclose(torch.linalg.det(quaternion_to_matrix(twin[:, 3:])), torch.ones(1, dtype=torch.float64))
-        assert rotation_angle(twin[0, 3:], camera[0, 3:]) > math.radians(1)  # a different pose
-        assert rotation_angle(depth_mirror(twin)[0, 3:], camera[0, 3:]) < 1e-6  # an involution
+        assert rotation_angle_deg(twin[0, 3:], camera[0, 3:]) > 1  # a different pose
+        assert rotation_angle_deg(depth_mirror(twin)[0, 3:], camera[0, 3:]) < 1e-6  # an involution
 
 
 def test_mask_placement_matches_centroid_and_spread_exactly():
@@ -93,7 +94,7 @@ def test_refinement_on_the_mask_closes_in_on_the_true_camera():
     refined, loss = refine_on_mask(start, shape, target, valid, steps=150, lr=0.01)
     assert refine_on_mask(truth, shape, target, valid, steps=0, lr=0.01)[1].item() < 1e-24  # exact fit: 0
     assert loss.item() < 0.1 * start_loss.item()
-    assert rotation_angle(refined[0, 3:], truth[0, 3:]) < rotation_angle(start[0, 3:], truth[0, 3:])
+    assert rotation_angle_deg(refined[0, 3:], truth[0, 3:]) < rotation_angle_deg(start[0, 3:], truth[0, 3:])
 
 
 def test_distinct_picks_skip_near_duplicates_and_mirrors():
@@ -105,8 +106,8 @@ def test_distinct_picks_skip_near_duplicates_and_mirrors():
                            for q in (base, near, far)])
     cameras = torch.cat([cameras, depth_mirror(cameras[:1])])  # index 3: the mirror of 0
     losses = torch.tensor([0.1, 0.2, 0.4, 0.1], dtype=torch.float64)
-    assert pick_distinct(cameras, losses, 2, math.radians(30)).tolist() == [0, 2]
-    assert pick_distinct(cameras, losses, 4, math.radians(30)).tolist()[:2] == [0, 2]  # then the rest fill up
+    assert pick_distinct(cameras, losses, 2, 30).tolist() == [0, 2]
+    assert pick_distinct(cameras, losses, 4, 30).tolist()[:2] == [0, 2]  # then the rest fill up
 
 
 def test_the_search_keeps_a_start_camera_that_explains_the_image_exactly():

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from ..geometry.camera import NDC_FLIP, WeakPerspectiveCamera, matrix_to_quaternion, normalize_quaternion, \
-    quaternion_to_matrix
+from ..geometry.camera import (NDC_FLIP, WeakPerspectiveCamera, matrix_to_quaternion, normalize_quaternion,
+                               quaternion_to_matrix, rotation_angle_deg)
 from ..losses import chamfer_mask_loss, point_set_from_mask
 from .config import CameraSearchConfig
 
@@ -90,12 +90,6 @@ def depth_mirror(camera: torch.Tensor) -> torch.Tensor:
     return torch.cat([camera[:, :3], matrix_to_quaternion(mirrored)], dim=1)
 
 
-def rotation_angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Geodesic angle (radians) between the rotations of quaternions a (..., 4) and b (..., 4)."""
-    dot = (normalize_quaternion(a) * normalize_quaternion(b)).sum(-1).abs().clamp(max=1.0)
-    return 2 * torch.acos(dot)
-
-
 def cameras_from_mask(rotations: torch.Tensor, shapes: torch.Tensor, mask_xy: torch.Tensor,
                       mask_valid: torch.Tensor) -> torch.Tensor:
     """(B, H, 7) cameras: rotation hypotheses (B, H, 3, 3) with the scale and translation that put
@@ -140,8 +134,8 @@ def refine_on_mask(cameras: torch.Tensor, shapes: torch.Tensor, mask_xy: torch.T
         return final.detach(), loss_of(final[:, :1].log(), final[:, 1:3], final[:, 3:])
 
 
-def pick_distinct(cameras: torch.Tensor, losses: torch.Tensor, keep: int, distinct: float) -> torch.Tensor:
-    """Indices (keep,) into cameras (H, 7), lowest loss first, each at least `distinct` radians from
+def pick_distinct(cameras: torch.Tensor, losses: torch.Tensor, keep: int, distinct_deg: float) -> torch.Tensor:
+    """Indices (keep,) into cameras (H, 7), lowest loss first, each at least `distinct_deg` degrees from
     the rotations picked before it and from their depth mirrors (a mirror has the same mask loss;
     it is added separately). Fewer than `keep` distinct ones: the best remaining fill up."""
     order = torch.argsort(losses, stable=True).tolist()
@@ -151,7 +145,8 @@ def pick_distinct(cameras: torch.Tensor, losses: torch.Tensor, keep: int, distin
         if len(picked) == keep:
             break
         q = cameras[i, 3:]
-        if all(rotation_angle(q, cameras[j, 3:]) >= distinct and rotation_angle(q, mirrors[j, 3:]) >= distinct
+        if all(rotation_angle_deg(q, cameras[j, 3:]) >= distinct_deg
+               and rotation_angle_deg(q, mirrors[j, 3:]) >= distinct_deg
                for j in picked):
             picked.append(i)
     picked += [i for i in order if i not in picked][: keep - len(picked)]
@@ -224,7 +219,7 @@ class CameraSearch:
         # Kept per image: `keep` distinct searched rotations and the start, each with its mirror.
         kept, origin = [], []
         for b in range(batch):
-            picked = pick_distinct(refined[b, :count], losses[b, :count], cfg.keep, math.radians(cfg.distinct_deg))
+            picked = pick_distinct(refined[b, :count], losses[b, :count], cfg.keep, cfg.distinct_deg)
             chosen = [refined[b, picked]]
             labels = ["search"] * len(picked)
             if bool(has_start[b]):
