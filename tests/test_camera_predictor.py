@@ -4,6 +4,8 @@ cmr_pred_cam.pth predictions (tiny synthetic data at 64 px)."""
 
 from __future__ import annotations
 
+import copy
+
 import json
 import math
 import shutil
@@ -259,11 +261,14 @@ def test_cosine_learning_rate_schedule():
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_training_run_resume_checkpoint_and_predictions(synthetic, tmp_path, variant):
     options = VARIANTS[variant]
-    straight = train_camera(run_config(synthetic, tmp_path / "straight", **options), TemplateConfig(),
-                            torch.device("cpu"))
+    straight = train_camera(run_config(synthetic, tmp_path / "straight", export=str(tmp_path / "shipped.pt"),
+                                       **options), TemplateConfig(), torch.device("cpu"))
     out = tmp_path / "straight"
     for name in (LATEST, FINAL, "summary.json"):
         assert (out / name).is_file(), name
+    shipped = read_camera_checkpoint(tmp_path / "shipped.pt")  # the float16 export, with its figures
+    assert shipped["model"]["head_fc.0.weight"].dtype == torch.float16 and "optimizer" not in shipped
+    assert shipped["evaluation"] == straight["evaluation"]
     assert list((out / "tensorboard").glob("events.*"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 4 and summary["evaluation_split"] == "val"
@@ -297,6 +302,15 @@ def test_training_run_resume_checkpoint_and_predictions(synthetic, tmp_path, var
     masks = (torch.rand(2, 1, SIZE, SIZE) > 0.5).float()
     save_camera_predictor(tmp_path / "copy.pt", model, {"note": "copy"})
     torch.testing.assert_close(load_camera_predictor(tmp_path / "copy.pt")(images, masks), model(images, masks))
+    # A float16 copy (what is shipped) loads as the float32 model with its weights rounded to float16.
+    save_camera_predictor(tmp_path / "half.pt", model, half=True)
+    assert read_camera_checkpoint(tmp_path / "half.pt")["model"]["head_fc.0.weight"].dtype == torch.float16
+    half = load_camera_predictor(tmp_path / "half.pt")
+    assert next(half.parameters()).dtype == torch.float32 and model.config == half.config
+    rounded = copy.deepcopy(model)
+    rounded.load_state_dict({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    torch.testing.assert_close(half(images, masks), rounded(images, masks))
+    assert next(model.parameters()).dtype == torch.float32  # the model saved is left as it was
     with pytest.raises(ValueError, match="reserved"):
         save_camera_predictor(tmp_path / "bad.pt", model, {"model": 1})
     save_torch(tmp_path / "other.pt", {"format": "meshinv.generator"})

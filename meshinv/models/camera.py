@@ -28,6 +28,7 @@ ImageNet normalisation inside the model, as CMR feeds its ResNet.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -228,13 +229,17 @@ class CameraPredictor(nn.Module):
 # -- checkpoints ----------------------------------------------------------------------------------
 
 def save_camera_predictor(path: str | os.PathLike, model: CameraPredictor,
-                          extra: Optional[Mapping[str, Any]] = None) -> None:
+                          extra: Optional[Mapping[str, Any]] = None, half: bool = False) -> None:
     """Write a self-describing checkpoint atomically (meshinv.models.checkpoints.write_checkpoint):
     {format, format_version, model_config, model (CPU state_dict), **extra}.
 
     `extra` (iteration, optimizer state, config, mean shape, ...) must be loadable with
-    weights_only=True and must not use the reserved keys.
+    weights_only=True and must not use the reserved keys. half=True stores the weights in float16
+    (half the size, for a checkpoint shipped in the repository); loading casts them back to the
+    model's float32.
     """
+    if half:
+        model = copy.deepcopy(model).half()
     write_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, model.config, {"model": model}, extra)
     log.info("saved camera predictor %s", path)
 

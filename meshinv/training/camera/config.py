@@ -64,13 +64,14 @@ class CameraTrainConfig:
     checkpoint_every: int = 200
     eval_batch_size: int = 32
     mean_shape: Optional[str] = None   # .npz with `vertices` (V, 3) [+ `faces`] or `deformation_map` (3, H, W)
+    export: Optional[str] = None       # also write the final model here in float16 (a checkpoint to ship)
     predict: CameraPredictConfig = field(default_factory=CameraPredictConfig)
 
     # What a resumed run may change: where it writes, how long it runs (a cosine decay then follows
     # the new length), what it logs and evaluates, and prediction (a separate script).
     RUN_ONLY: ClassVar[tuple[str, ...]] = (
         "out_dir", "max_steps", "num_workers", "allow_random_trunk", "log_every", "eval_split", "eval_every",
-        "checkpoint_every", "eval_batch_size", "predict")
+        "checkpoint_every", "eval_batch_size", "predict", "export")
 
     def validate(self) -> None:
         require(self.dataset in DATASET_KINDS, "dataset",
