@@ -103,7 +103,7 @@ def _download(filename: str, source: WeightSource) -> Path:
         match = torch.hub.HASH_REGEX.search(filename)
         hash_prefix = match.group(1) if match else None
     log.info("downloading %s from %s into %s (%s's file; once only)", filename, source.url, folder,
-                source.publisher)
+             source.publisher)
     # Written to a temporary name and moved in place only when complete and its hash matches.
     torch.hub.download_url_to_file(source.url, str(destination), hash_prefix, progress=True)
     return destination
