@@ -77,7 +77,7 @@ def main() -> None:
     stage = max(1, args.steps // 4)
     inv = replace(inv, crop=replace(inv.crop, img_size=args.image_size), select_num=args.select_num,
                   init_batch_size=args.init_batch_size, iterations=[stage] * 4,
-                  loss=replace(inv.loss, feature_weight=0.04, allow_random_vgg=True))
+                  loss=replace(inv.loss, feature_weight=0.04, on_missing_vgg="random"))
     vgg = VGGFeatures(inv.loss.vgg_weights, allow_random_weights=True, pool_threshold=inv.loss.subpool_threshold)
     generator = load_generator(inv.checkpoint, template=cfg.template, model=cfg.model)
     template = build_template(cfg.template)

@@ -164,7 +164,7 @@ def main() -> None:
 
     cfg = load_config(ExperimentConfig, args.config)
     inv = cfg.inversion
-    inv.loss = replace(inv.loss, feature_weight=0.04, allow_random_vgg=True)
+    inv.loss = replace(inv.loss, feature_weight=0.04, on_missing_vgg="random")
     if args.image_size:
         inv.crop = replace(inv.crop, img_size=args.image_size)
     generator = load_generator(args.checkpoint or inv.checkpoint, template=cfg.template, model=cfg.model)

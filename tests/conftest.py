@@ -3,13 +3,19 @@
 Reference fixtures from the original implementation live in $MESHINV_REFERENCE_DIR (default:
 ../shared/reference relative to the repository root); tests find files by pattern and skip, with
 the reason, when the folder is absent.
+
+Tests never touch the network: weight downloads are off ($MESHINV_OFFLINE, set here before anything
+is imported, and inherited by the scripts the tests run); the download tests fake the server.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
+
+os.environ["MESHINV_OFFLINE"] = "1"  # meshinv.utils.weights.OFFLINE_ENV (not imported: nothing loads first)
 
 import pytest
 import torch
@@ -52,6 +58,65 @@ def reference_path():
         return path
 
     return get
+
+
+# -- weight files: empty search folders and a fake download server ----------------------------------------
+
+@pytest.fixture
+def weight_folders(tmp_path, monkeypatch):
+    """Empty weight search folders ($MESHINV_PRETRAINED_DIR, the repository's pretrained/, the hub
+    cache) under tmp_path, whatever this machine holds elsewhere; returns the hub cache."""
+    monkeypatch.setenv("MESHINV_PRETRAINED_DIR", str(tmp_path / "env"))
+    monkeypatch.setattr("meshinv.utils.weights.REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    return tmp_path / "torch_home" / "hub" / "checkpoints"
+
+
+class FakeServer:
+    """Stands in for torch.hub's urlopen: serves `files` {url: bytes}, records the requested URLs,
+    and raises URLError for any other URL."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+
+    def __call__(self, request, *args, **kwargs):
+        from urllib.error import URLError
+
+        self.requests.append(request.full_url)
+        if request.full_url not in self.files:
+            raise URLError("name or service not known")
+        return _FakeResponse(self.files[request.full_url])
+
+
+class _FakeResponse(io.BytesIO):
+    """What torch.hub.download_url_to_file reads: info().get_all("Content-Length"), read(n)."""
+
+    def info(self):
+        size = len(self.getvalue())
+
+        class Headers:
+            def get_all(self, key):
+                return [str(size)] if key == "Content-Length" else None
+
+        return Headers()
+
+
+@pytest.fixture
+def fake_weight_server(monkeypatch):
+    """Downloads on, from a FakeServer with no files yet (add them to .files)."""
+    monkeypatch.setenv("MESHINV_OFFLINE", "0")
+    server = FakeServer()
+    monkeypatch.setattr(torch.hub, "urlopen", server)
+    return server
+
+
+def register_weights(monkeypatch, name: str, source) -> None:
+    """Make file `name` a known (fetchable) one, from `source` (a meshinv.utils.weights.WeightSource)."""
+    from meshinv.utils import weights
+
+    known = {**weights.known_weights(), name: source}
+    monkeypatch.setattr(weights, "known_weights", lambda: known)
 
 
 # The device of the CUDA tests (those marked requires_cuda, and the "cuda" parameter of device-

@@ -276,7 +276,7 @@ def test_invert_then_evaluate_scripts_run_on_cuda(inversion_split, tmp_path):  #
     out = tmp_path / "out"
     result = subprocess.run(
         invert_args(inversion_split, out, prior, "--set", "inversion.iterations=[2,2]", "--set", "inversion.batch_size=2",
-                    "--set", "inversion.loss.feature_weight=0.04", "--set", "inversion.loss.allow_random_vgg=true",
+                    "--set", "inversion.loss.feature_weight=0.04", "--set", "inversion.loss.on_missing_vgg=random",
                     "--set", f"inversion.camera_init.predictor={predictor}", "--set", "inversion.tensorboard=true",
                     device=CUDA_DEVICE),
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

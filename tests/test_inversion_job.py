@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import io
 import json
 import logging
 import math
@@ -415,6 +416,44 @@ def test_photos_with_masks_go_through_when_the_segmenter_is_missing(tmp_path, ca
         check_job_inputs(cfg, SegmentConfig(weights="no_maskrcnn_4f2a.pth"), OutputFolder(cfg.out_dir))
 
 
+def test_vgg_weights_are_fetched_up_front_or_the_term_is_left_out_as_configured(tmp_path, weight_folders,
+                                                                               monkeypatch):
+    from conftest import FakeServer, register_weights
+    from meshinv.losses.vgg import VGG19_WEIGHTS_FILE, vgg19_relu3_1
+    from meshinv.utils.weights import WeightSource, known_weights
+
+    photos = photo_folder(tmp_path / "photos")
+    cfg = job_config(tmp_path / "out", data=str(photos), checkpoint=str(tmp_path / "prior.pt"),
+                     loss=InversionLossConfig(feature_weight=0.04))
+    save_generator_checkpoint(cfg.checkpoint, tiny_generator())
+    out = OutputFolder(cfg.out_dir)
+    url = known_weights()[VGG19_WEIGHTS_FILE].url
+    # Offline under the default (error): refused up front, naming the file, its URL and the folders.
+    with pytest.raises(MissingInputsError) as info:
+        check_job_inputs(cfg, SegmentConfig(), out)
+    message = str(info.value)
+    for piece in (VGG19_WEIGHTS_FILE, url, "downloads are off", str(weight_folders), "on_missing_vgg: skip"):
+        assert piece in message, piece
+    # Under skip the run goes on without the term, and says which term and why.
+    skip = dataclasses.replace(cfg, loss=InversionLossConfig(feature_weight=0.04, on_missing_vgg="skip"))
+    inputs = check_job_inputs(skip, SegmentConfig(), out)
+    assert inputs.vgg is None and list(inputs.left_out) == ["feature"]
+    for piece in (VGG19_WEIGHTS_FILE, url, "downloads are off", "on_missing_vgg: skip"):
+        assert piece in inputs.left_out["feature"], piece
+    # Online, the first run fetches the file here, before any work, and uses it.
+    server = FakeServer()
+    monkeypatch.setattr(torch.hub, "urlopen", server)
+    monkeypatch.setenv("MESHINV_OFFLINE", "0")
+    register_weights(monkeypatch, VGG19_WEIGHTS_FILE, WeightSource(url, False, "torchvision"))  # not their bytes
+    buffer = io.BytesIO()
+    torch.save({f"features.{k}": v for k, v in vgg19_relu3_1().state_dict().items()}, buffer)
+    server.files[url] = buffer.getvalue()
+    inputs = check_job_inputs(skip, SegmentConfig(), out)
+    assert inputs.vgg is not None and inputs.vgg.pretrained and inputs.left_out == {}
+    assert server.requests == [url] and (weight_folders / VGG19_WEIGHTS_FILE).is_file()
+    assert not (out.path / "settings.json").exists()
+
+
 def test_relative_prediction_files_follow_the_data_folder(tmp_path, monkeypatch):
     data = tmp_path / "cub"
     (data / "cache").mkdir(parents=True)
@@ -479,6 +518,9 @@ def test_the_resume_guard_compares_exactly_what_decides_a_result(tmp_path):
         other["template"]["rings"] += 1
         with pytest.raises(OutputFolderError, match="template.rings"):
             out.check_and_record_settings(other, copy)
+        # The same settings compute another loss where a term is left out for lack of weights.
+        with pytest.raises(OutputFolderError, match=r"loss terms left out for lack of weights \(null there, "):
+            out.check_and_record_settings(experiment(), copy, left_out={"feature": "no VGG-19 here"})
         checkpoint.write_bytes(b"other weights")
         with pytest.raises(OutputFolderError, match="generator checkpoint sha256"):
             out.check_and_record_settings(experiment(), checkpoint)

@@ -56,7 +56,7 @@ from .grid import grid_row
 from .inversion_facts import record_facts
 from .metrics import METRIC_INFO, DatasetMetricEnv, EvaluationContext, MissingInputError, get_metric
 from .report import EvaluationResult
-from .results_folder import find_result_ids, inversion_failures, read_result
+from .results_folder import find_result_ids, inversion_failures, inversion_summary, read_result, summary_records
 from .samples import DatasetOpener, SampleSource, _dataset_kind, has_ground_truth, metric_unavailable
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,11 @@ def run_evaluation(results_dir: str | os.PathLike, dataset: None | str | os.Path
     names = list(dict.fromkeys(cfg.metrics))
     for name in names:
         get_metric(name)  # an unknown name fails before any work
-    inversion_failed = inversion_failures(results_dir)
+    summary = inversion_summary(results_dir)
+    inversion_failed = inversion_failures(results_dir, summary)
+    left_out, random_weights = summary_records(summary, "left_out"), summary_records(summary, "random_weights")
+    for term, why in {**left_out, **random_weights}.items():
+        log.warning("the inversion's loss term %r was not the paper's: %s", term, why)
     if inversion_failed:
         log.warning("%d images failed in the inversion (listed in metrics.json and report.md, reasons from %s)",
                     len(inversion_failed), results_dir / SUMMARY_FILE)
@@ -247,7 +251,8 @@ def run_evaluation(results_dir: str | os.PathLike, dataset: None | str | os.Path
         fid_network = network_name(env.feature_extractor)
     return EvaluationResult(str(results_dir), data_dir, active, per_image, means, counts, skipped, failed,
                             metric_errors, len(ids), dataset_kind=_dataset_kind(dataset), fid_network=fid_network,
-                            dataset_errors=dataset_errors, inversion_failed=inversion_failed, grid=grid,
+                            dataset_errors=dataset_errors, inversion_failed=inversion_failed,
+                            inversion_left_out=left_out, inversion_random_weights=random_weights, grid=grid,
                             grid_columns=columns, distribution=spread, inversion=inversion)
 
 

@@ -39,6 +39,9 @@ class EvaluationResult:
     fid_network: Optional[str] = None       # the Inception the FIDs were computed with
     dataset_errors: dict[str, str] = field(default_factory=dict)  # dataset-level metric -> why it has no value
     inversion_failed: dict[str, str] = field(default_factory=dict)  # image id -> why the inversion failed on it
+    # The inversion's loss where it was not the paper's (its summary.json): term -> why
+    inversion_left_out: dict[str, str] = field(default_factory=dict)
+    inversion_random_weights: dict[str, str] = field(default_factory=dict)
     grid: list[tuple[str, torch.Tensor]] = field(default_factory=list, repr=False)  # (id, (K, 3, S, S))
     grid_columns: list[str] = field(default_factory=list)
     # per-image metric -> {"median", "p95"[, "within_30deg"]} (meshinv.evaluation.distribution)
@@ -65,6 +68,7 @@ class EvaluationResult:
             "dataset_level": [m for m in self.metrics if METRIC_INFO[m].level == "dataset"],
             "dataset_kind": self.dataset_kind, "fid_network": self.fid_network, "dataset_errors": self.dataset_errors,
             "skipped": self.skipped, "failed": self.failed, "inversion_failed": self.inversion_failed,
+            "inversion_left_out": self.inversion_left_out, "inversion_random_weights": self.inversion_random_weights,
             "metric_errors": self.metric_errors,
             "per_image": {i: {k: finite(v) for k, v in values.items()} for i, values in self.per_image.items()},
         }
@@ -104,6 +108,10 @@ def report_markdown(result: EvaluationResult, cfg: EvaluationConfig, grid_name: 
         lines += ["", f"FIDs computed with the `{result.fid_network}` Inception. The original code computes its FIDs "
                   "with torchvision's ImageNet Inception: ours are comparable with its numbers only when "
                   "evaluation.fid.network is torchvision."]
+    if result.inversion_left_out or result.inversion_random_weights:
+        lines += ["", "The inversion's loss was not the paper's full loss (from its summary.json):"]
+        lines += [f"- {term}: left out; {why}" for term, why in result.inversion_left_out.items()]
+        lines += [f"- {term}: random weights; {why}" for term, why in result.inversion_random_weights.items()]
     if result.skipped:
         lines += ["", "Skipped:"] + [f"- {name}: {why}" for name, why in result.skipped.items()]
     if result.dataset_errors:

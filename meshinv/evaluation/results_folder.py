@@ -33,17 +33,33 @@ def find_result_ids(results_dir: str | os.PathLike) -> list[str]:
                   if p.is_dir() and not p.name.startswith(".") and any((p / n).is_file() for n in names))
 
 
-def inversion_failures(results_dir: str | os.PathLike) -> dict[str, str]:
-    """{image id: reason} for the images that the inversion's summary.json records as failed and that
-    have no result; {} when there is no readable summary (e.g. results written by the library call)."""
+def inversion_summary(results_dir: str | os.PathLike) -> dict:
+    """The inversion's summary.json; {} when there is none or it cannot be read (e.g. results written
+    by the library call), with a warning in the second case."""
     path = Path(results_dir) / SUMMARY_FILE
     if not path.is_file():
         return {}
     try:
-        images = json.loads(path.read_text()).get("images")
-    except (OSError, ValueError, AttributeError) as e:
-        log.warning("%s: cannot read the inversion's summary (%s); its failed images are not counted", path, e)
-        return {}
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        summary = None
+        log.warning("%s: cannot read the inversion's summary (%s); its failed images and left-out loss terms are "
+                    "not reported", path, e)
+    return summary if isinstance(summary, dict) else {}
+
+
+def summary_records(summary: dict, key: str) -> dict[str, str]:
+    """A {name: why} record of the inversion's summary, e.g. `left_out` (loss terms left out) or
+    `random_weights` (terms computed with random weights); {} when it has none."""
+    records = summary.get(key)
+    return {str(k): str(v) for k, v in records.items()} if isinstance(records, dict) else {}
+
+
+def inversion_failures(results_dir: str | os.PathLike, summary: Optional[dict] = None) -> dict[str, str]:
+    """{image id: reason} for the images that the inversion's summary.json records as failed and that
+    have no result; {} when there is no readable summary (e.g. results written by the library call).
+    summary: that summary when the caller has read it."""
+    images = (inversion_summary(results_dir) if summary is None else summary).get("images")
     if not isinstance(images, dict):
         return {}
     return {str(image_id): str(entry.get("reason", "")) for image_id, entry in sorted(images.items())

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Optional, TypeVar
+from typing import Literal, Optional, TypeVar
 
 from ..data.camera_predictions import TRUSTED_OVERLAY_IOU
 from ..data.preprocess import CropConfig
@@ -81,8 +81,12 @@ class InversionLossConfig:
     # The original subsamples 8192 points per side at random each step; None uses every point.
     subsample_points: Optional[int] = None
     chunk_size: Optional[int] = None  # pairs per tile of the nearest-neighbour search (None: the device's default)
-    vgg_weights: Optional[str] = None      # default: vgg19-dcbb9e9d.pth from the pretrained folders
-    allow_random_vgg: bool = False         # tests and smoke runs only: random VGG weights, logged loudly
+    vgg_weights: Optional[str] = None      # default: vgg19-dcbb9e9d.pth from the pretrained folders, else fetched
+    # With feature_weight > 0 and the VGG-19 weights neither on this machine nor fetchable: "error"
+    # stops the run before any work; "skip" leaves the feature term out, logged loudly and recorded
+    # in summary.json (`left_out`) and report.md; "random" computes it with random VGG weights
+    # (tests and smoke runs only: the term is then meaningless; recorded as `random_weights`).
+    on_missing_vgg: Literal["error", "skip", "random"] = "error"
 
     RUN_ONLY = ("chunk_size",)  # how much is computed at once, not what
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 import torch
@@ -25,7 +25,7 @@ from ..render.settings import make_renderer
 from ..utils.masks import mask_iou
 from .camera_search import CameraSearch, CameraSearchResult
 from .config import InversionAlgorithm, validate_inversion
-from .objective import InversionObjective, InversionTargets, ObjectiveOutput
+from .objective import InversionObjective, InversionTargets, ObjectiveOutput, left_out_terms, load_feature_vgg
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +81,32 @@ class Inverter:
         cfg: the algorithm (schedule, losses, z selection; an InversionConfig's job keys are dropped).
         device: where to run.
         vgg: VGG-19 features for the feature-level texture loss; built from cfg.loss when None and
-            the term is on.
+            the term is on (objective.load_feature_vgg: under `loss.on_missing_vgg: skip` the term is
+            left out when the weights are unavailable).
+        left_out: terms of the loss to leave out, with why (run_job's up-front check found the VGG
+            weights unavailable under `skip`); their weights are set to 0.
+
+    What the run computes differently from the paper's loss is recorded: `left_out` ({term: why},
+    weight 0 in the config included) and `random_weights` ({term: why}, a random VGG).
     """
 
     def __init__(self, generator: ConvMeshGenerator, template: MeshTemplate, cfg: InversionAlgorithm,
-                 device: torch.device | str = "cpu", vgg: Optional[VGGFeatures] = None):
+                 device: torch.device | str = "cpu", vgg: Optional[VGGFeatures] = None,
+                 left_out: Optional[dict[str, str]] = None):
         cfg = cfg.algorithm
         validate_inversion(cfg)
+        left_out = dict(left_out or {})
+        if vgg is None and cfg.loss.feature_weight > 0 and "feature" not in left_out:
+            vgg, why = load_feature_vgg(cfg.loss)
+            if why is not None:
+                left_out["feature"] = why
+        off = {f"{term}_weight": 0.0 for term in left_out if getattr(cfg.loss, f"{term}_weight") > 0}
+        if off:
+            cfg = replace(cfg, loss=replace(cfg.loss, **off))
+        self.left_out = {**left_out_terms(cfg.loss), **left_out}
+        self.random_weights = ({} if vgg is None or cfg.loss.feature_weight <= 0 or vgg.pretrained else
+                               {"feature": "VGG-19 with RANDOM weights (inversion.loss.on_missing_vgg: random; "
+                                f"the term is meaningless): {vgg.missing_reason or 'weights not loaded'}"})
         self.device = torch.device(device)
         self.generator = generator.to(self.device).eval()
         for parameter in self.generator.parameters():
@@ -96,9 +115,6 @@ class Inverter:
         self.dtype = next(self.generator.parameters()).dtype
         self.template = template.to(self.device, self.dtype)
         self.cfg = cfg
-        if vgg is None and cfg.loss.feature_weight > 0:
-            vgg = VGGFeatures(cfg.loss.vgg_weights, allow_random_weights=cfg.loss.allow_random_vgg,
-                              pool_threshold=cfg.loss.subpool_threshold)
         self.vgg = vgg.to(self.device, self.dtype) if vgg is not None else None
         self.renderer = make_renderer(cfg.render_settings)
         self.objective = InversionObjective(self.template, self.renderer, cfg.loss, self.vgg,

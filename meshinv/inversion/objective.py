@@ -29,11 +29,38 @@ from ..losses import (
 )
 from ..render.renderer import RenderOutput
 from ..render.settings import Renderer
+from ..utils.errors import error_reason
+from ..utils.weights import MissingWeightsError
 from .config import InversionLossConfig
 
 log = logging.getLogger(__name__)
 
 TERMS = ("mask", "pixel", "feature", "smoothness", "nll")
+# The terms of the paper's inversion loss (docs/method.md section 7); smoothness is off in it.
+PAPER_TERMS = ("mask", "pixel", "feature", "nll")
+
+
+def left_out_terms(cfg: InversionLossConfig) -> dict[str, str]:
+    """{term: why} for the terms of the paper's loss that `cfg` turns off (weight 0)."""
+    return {term: f"weight 0 in the config (inversion.loss.{term}_weight)"
+            for term in PAPER_TERMS if getattr(cfg, f"{term}_weight") <= 0}
+
+
+def load_feature_vgg(cfg: InversionLossConfig) -> tuple[Optional[VGGFeatures], Optional[str]]:
+    """(the VGG-19 of the feature term, None): its weights found or fetched, or random ones under
+    `on_missing_vgg: random`; or (None, why the term is left out) when they are unavailable under
+    `on_missing_vgg: skip` (logged loudly). Raises MissingWeightsError under `error`, the default."""
+    try:
+        vgg = VGGFeatures(cfg.vgg_weights, allow_random_weights=cfg.on_missing_vgg == "random",
+                          pool_threshold=cfg.subpool_threshold)
+        return vgg, None
+    except MissingWeightsError as err:
+        if cfg.on_missing_vgg != "skip":
+            raise MissingWeightsError(f"{err}\n(inversion.loss.on_missing_vgg: skip leaves the term out instead; "
+                                      "inversion.loss.feature_weight: 0 turns it off)") from None
+        why = f"VGG-19 weights unavailable (inversion.loss.on_missing_vgg: skip): {error_reason(err)}"
+    log.warning("!!! the feature-level Chamfer texture term of the paper's loss is LEFT OUT: %s !!!", why)
+    return None, why
 
 
 def select_points(points: PointSet, index: torch.Tensor) -> PointSet:

@@ -10,9 +10,10 @@ the resume guard. Everything that decides what may be written into OUT lives her
 The resume guard: a re-run skips finished images, so it must make results the same way. The
 settings that decide a result are the inversion section but its RUN_ONLY keys (that is, the
 algorithm half, InversionAlgorithm, less the keys that only change how much is computed at once:
-init_batch_size, loss.chunk_size, recompute_target_features), the template, and the generator
-checkpoint's content (sha256, so moving the file is fine). Any job key (data, limit, image_ids,
-batch_size, export, tensorboard, out_dir, ...) may change.
+init_batch_size, loss.chunk_size, recompute_target_features), the template, the generator
+checkpoint's content (sha256, so moving the file is fine), and the loss terms left out for lack of
+weights (`loss.on_missing_vgg: skip`: the same config computes another loss where VGG is missing).
+Any job key (data, limit, image_ids, batch_size, export, tensorboard, out_dir, ...) may change.
 """
 
 from __future__ import annotations
@@ -47,15 +48,19 @@ TENSORBOARD = "tensorboard"
 _RESERVED = {SETTINGS_FILE, SUMMARY_FILE, RUN_CONFIG_FILE, LOG_FILE, MASK_CACHE, TENSORBOARD}
 _MAX_NAME_BYTES = 255         # the longest file name common file systems take
 _CHECKPOINT_KEY = "generator checkpoint sha256"
+_LEFT_OUT_KEY = "loss terms left out for lack of weights"
 
 
 class OutputFolderError(RuntimeError):
     """OUT cannot be used by this run (locked, a dataset, results made with other settings)."""
 
 
-def result_settings(config: dict, checkpoint_sha256: Optional[str] = None) -> dict[str, object]:
+def result_settings(config: dict, checkpoint_sha256: Optional[str] = None,
+                    left_out: Optional[dict[str, str]] = None) -> dict[str, object]:
     """The settings that decide an image's result, as {dotted key: value}, from a resolved
-    experiment config (a plain dict: to_dict(cfg), or a run's saved config.yaml)."""
+    experiment config (a plain dict: to_dict(cfg), or a run's saved config.yaml), and the loss
+    terms this machine leaves out for lack of weights (`inversion.loss.on_missing_vgg: skip`), so
+    that results made with and without them are not mixed."""
     # Through JSON, so that a tuple and a list, or a YAML and a JSON number, compare equal.
     tree = json.loads(json_text({"inversion": config.get("inversion") or {}, "template": config.get("template") or {}}))
     ignored = tuple(run_only_settings(InversionConfig(), "inversion"))
@@ -63,6 +68,8 @@ def result_settings(config: dict, checkpoint_sha256: Optional[str] = None) -> di
             if not any(k == i or k.startswith(i + ".") for i in ignored)}
     if checkpoint_sha256 is not None:
         flat[_CHECKPOINT_KEY] = checkpoint_sha256
+    if left_out:  # absent when none, as in folders written before it was recorded
+        flat[_LEFT_OUT_KEY] = sorted(left_out)
     return flat
 
 
@@ -190,11 +197,13 @@ class OutputFolder:
         legacy = saved_run_config(self.path)
         return result_settings(legacy) if legacy is not None else None
 
-    def check_and_record_settings(self, config: dict, checkpoint: str | os.PathLike) -> None:
+    def check_and_record_settings(self, config: dict, checkpoint: str | os.PathLike,
+                                  left_out: Optional[dict[str, str]] = None) -> None:
         """The resume guard (see the module doc): raise OutputFolderError naming every setting that
-        differs from those of the finished results in OUT; otherwise record the current ones."""
+        differs from those of the finished results in OUT; otherwise record the current ones.
+        left_out: loss terms left out for lack of weights (compared too)."""
         self._require_lock()
-        current = result_settings(config, file_sha256(checkpoint))
+        current = result_settings(config, file_sha256(checkpoint), left_out)
         previous = self.recorded_settings()
         finished = self.finished_ids()
         if finished and previous is None:

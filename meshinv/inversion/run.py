@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
@@ -30,7 +30,7 @@ from ..data.folder import FolderDataset
 from ..data.sample import DataError, Sample
 from ..data.segment import MASKRCNN_WEIGHTS, SegmentConfig, segment_missing
 from ..geometry.template import MeshTemplate, build_template
-from ..losses.vgg import VGG19_WEIGHTS_FILE
+from ..losses.vgg import VGGFeatures
 from ..models import CheckpointError, load_generator
 from ..models.camera import load_camera_predictor
 from ..render.settings import make_renderer
@@ -40,10 +40,11 @@ from ..utils.device import resolve_device
 from ..utils.errors import error_reason
 from ..utils.images import to_numpy_image
 from ..utils.io import atomic_write, save_image, save_json
-from ..utils.weights import MissingWeightsError, find_weights, resolve_weights
+from ..utils.weights import MissingWeightsError, resolve_weights
 from .camera_init import CameraInitializer, NoStartCamera, resolve_predictions_path
 from .config import ExportConfig, InversionConfig, InversionJob, validate_inversion
 from .engine import BatchResult, Inverter, camera_problem
+from .objective import load_feature_vgg
 from .output import MASK_CACHE, SUMMARY_FILE, TENSORBOARD, OutputFolder, OutputFolderError
 from .results import RESULT_FILE, RUN_CONFIG_FILE, InversionRecord, load_record
 
@@ -124,6 +125,8 @@ class JobInputs:
     predictions: Optional[Path]          # inversion.camera_init.predictions, resolved
     without_masks: list[str]             # ids of photos that need automatic masks
     can_segment: bool                    # whether the segmenter's weights are there
+    vgg: Optional[VGGFeatures] = None    # the feature term's network, loaded (weights fetched) up front
+    left_out: dict[str, str] = field(default_factory=dict)  # terms left out for lack of weights, with why
 
 
 def open_job_dataset(inv: InversionJob, crop, out: OutputFolder) -> ImageDataset:
@@ -144,9 +147,11 @@ def _segmenter_weights(segment: SegmentConfig) -> Optional[str]:
 
 def check_job_inputs(inv: InversionConfig, segment: SegmentConfig, out: OutputFolder) -> JobInputs:
     """Everything the job needs, checked before any expensive work: the dataset, the generator
-    checkpoint, VGG-19 weights (when the feature loss is on), the camera predictor or predictions
-    file, and the segmenter's weights when photos lack masks. Raises MissingInputsError listing
-    every missing piece. Photos without masks when the segmenter is missing are not an error while
+    checkpoint, VGG-19 weights (when the feature loss is on: fetched now if they can be, so that a
+    first run downloads them before any work; under `loss.on_missing_vgg: skip` unavailable weights
+    leave the term out instead, recorded in `left_out`), the camera predictor or predictions file,
+    and the segmenter's weights when photos lack masks. Raises MissingInputsError listing every
+    missing piece. Photos without masks when the segmenter is missing are not an error while
     other photos have masks: those go through, the others are reported per photo."""
     missing: list[str] = []
 
@@ -159,10 +164,11 @@ def check_job_inputs(inv: InversionConfig, segment: SegmentConfig, out: OutputFo
 
     dataset = look(open_job_dataset, inv, inv.crop, out)
     checkpoint = look(resolve_weights, inv.checkpoint, "generator checkpoint (inversion.checkpoint)")
-    loss = inv.loss
-    if loss.feature_weight > 0 and not loss.allow_random_vgg:
-        look(find_weights, loss.vgg_weights or VGG19_WEIGHTS_FILE,
-             "VGG-19 weights for the feature loss (inversion.loss.feature_weight > 0; 0 turns the loss off)")
+    vgg, left_out = None, {}
+    if inv.loss.feature_weight > 0:
+        vgg, why = look(load_feature_vgg, inv.loss) or (None, None)
+        if why is not None:
+            left_out["feature"] = why
     if inv.camera_init.predictor:
         look(resolve_weights, inv.camera_init.predictor, "camera predictor (inversion.camera_init.predictor)")
     predictions = None
@@ -191,7 +197,7 @@ def check_job_inputs(inv: InversionConfig, segment: SegmentConfig, out: OutputFo
                                 len(dataset.image_paths), err)
     if missing:
         raise MissingInputsError("this run cannot start; missing:\n- " + "\n- ".join(missing))
-    return JobInputs(dataset, checkpoint, predictions, without_masks, can_segment)
+    return JobInputs(dataset, checkpoint, predictions, without_masks, can_segment, vgg, left_out)
 
 
 class InversionRun:
@@ -424,6 +430,8 @@ class InversionRun:
             "done": len(done), "failed": len(failed),
             "mean_iou": float(np.mean(ious)) if ious else None,
             "seconds_per_image": float(np.mean(seconds)) if seconds else None,
+            # what this loss differs from the paper's by: {term: why}
+            "left_out": self.inverter.left_out, "random_weights": self.inverter.random_weights,
             "images": dict(sorted(self.entries.items())),
         }
         save_json(self.output.path / SUMMARY_FILE, summary)
@@ -449,6 +457,8 @@ class InversionRun:
                 log.warning("%s: unreadable result (%s); inverting it again", ids[i], self.entries[ids[i]]["reason"])
         log.info("%d images selected: %d already done, %d to invert", len(indices), len(indices) - len(pending),
                  len(pending))
+        for term, why in {**self.inverter.left_out, **self.inverter.random_weights}.items():
+            log.warning("loss term %r is not the paper's in this run: %s", term, why)
         if self.job.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self.tensorboard = SummaryWriter(str(self.output.path / TENSORBOARD))
@@ -519,11 +529,11 @@ def run_job(cfg, on_locked: Optional[Callable[[Path], None]] = None) -> dict:
         device = resolve_device(cfg.device)
         # Before anything is recorded or segmented: a prior made for another template is refused.
         generator = load_generator(inputs.checkpoint, device, template=cfg.template, model=cfg.model)
-        output.check_and_record_settings(to_dict(cfg), inputs.checkpoint)
+        output.check_and_record_settings(to_dict(cfg), inputs.checkpoint, left_out=inputs.left_out)
         save_config(cfg, output.path / RUN_CONFIG_FILE)
         if inputs.without_masks:  # without the segmenter's weights, each such photo gets the reason
             segment_missing(inputs.dataset, output.path / MASK_CACHE, cfg.segment, device)
         camera_predictor = (load_camera_predictor(inv.camera_init.predictor, device).eval()
                             if inv.camera_init.predictor else None)
-        inverter = Inverter(generator, build_template(cfg.template), inv, device)
+        inverter = Inverter(generator, build_template(cfg.template), inv, device, inputs.vgg, inputs.left_out)
         return InversionRun(inverter, inputs.dataset, inv, camera_predictor, output).run()

@@ -73,7 +73,7 @@ class ResNetTrunk(nn.Module):
         super().__init__()
         from torchvision.models import resnet18
 
-        resnet = resnet18(weights=None)  # never downloads; weights come from load_imagenet()
+        resnet = resnet18(weights=None)  # weights come from load_imagenet(), via find_weights
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
             self.add_module(name, getattr(resnet, name))
 
@@ -110,9 +110,11 @@ class CameraPredictor(nn.Module):
         image_size: input side S; a multiple of 64 (the head flattens an S/64 x S/64 map).
         feature_dim: size of the feature the three heads read (CMR: 200).
         pretrained_trunk: start the ResNet-18 from ImageNet weights (`resnet18-f37072fd.pth`,
-            looked up by meshinv.utils.weights.find_weights). False: random trunk, trained from scratch.
-        allow_random_trunk: with pretrained_trunk, a missing weight file is an error unless this is
-            set, in which case the trunk stays random and a warning says so.
+            looked up or fetched by meshinv.utils.weights.find_weights). False: random trunk, trained
+            from scratch.
+        allow_random_trunk: with pretrained_trunk, a weight file that is missing and cannot be
+            fetched is an error unless this is set, in which case the trunk stays random and a
+            warning says so (and trunk_initialisation records it).
         rotation_head: "quaternion" (CMR) or "6d" (see the module docstring).
         masked_input: replace the background by `background` before the trunk; forward then needs masks.
         background: that fill, in [-1, 1] (1 = white, CMR's fill outside the photo).
@@ -164,9 +166,9 @@ class CameraPredictor(nn.Module):
                 raise MissingWeightsError(
                     f"{err}\nOr train the trunk from scratch: pretrained_trunk: false (or allow_random_trunk: true "
                     "to fall back to it when the file is missing).") from None
-            log.warning("!!! %s is missing: the camera predictor's ResNet-18 starts from RANDOM weights "
-                        "(allow_random_trunk is set); expect a slower, worse training than CMR's !!!",
-                        RESNET18_WEIGHTS)
+            log.warning("!!! %s is unavailable: the camera predictor's ResNet-18 starts from RANDOM weights "
+                        "(allow_random_trunk is set); expect a slower, worse training than CMR's !!! (%s)",
+                        RESNET18_WEIGHTS, err)
             return
         self.trunk.load_imagenet(path)
         self.trunk_initialisation = "imagenet"

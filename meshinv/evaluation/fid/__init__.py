@@ -1,6 +1,6 @@
 """FID_1, FID_10 and FID_12 (docs/method.md section 8), one concern per module:
 
-    inception    build_inception (local weights only), network_name, FeatureBank (batches images
+    inception    build_inception (weights found or fetched), network_name, FeatureBank (batches images
                  of any size through a feature extractor, resized to 299)
     statistics   FIDStatistics (mean / covariance of activations, .npz in the original's format) and
                  fid(a, b); the Frechet mathematics is meshinv/utils/frechet.py's

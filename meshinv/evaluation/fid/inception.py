@@ -1,5 +1,5 @@
-"""The FID feature extractor: an Inception v3 read from a local weight file (never downloaded), and a
-bank that batches images of any size through it.
+"""The FID feature extractor: an Inception v3 read from its weight file (found locally or fetched into
+the torch hub cache by meshinv.utils.weights, as pytorch-fid and torchvision do), and a bank that batches images of any size through it.
 
     build_inception(network, weights, allow_random_weights, device) -> InceptionPool3
     network_name(extractor)   what statistics files record as the network
@@ -55,7 +55,7 @@ class InceptionPool3(nn.Module):
 
 def _fid_inception() -> nn.Module:
     """The TF-ported FID Inception's structure (pytorch-fid's blocks), random weights: built here
-    because pytorch-fid's own constructor always downloads its weights."""
+    because pytorch-fid's own constructor always downloads its weights, ignoring the local folders."""
     try:
         from pytorch_fid import inception as pf
     except ImportError:
@@ -84,14 +84,16 @@ def _standard_files(network: str) -> tuple[str, ...]:
 
 
 def _find_inception_weights(network: str, weights: Optional[str]) -> Path:
+    """The given file, else the network's standard file: any of its names on this machine, else
+    the current one fetched."""
     names = (weights,) if weights else _standard_files(network)
-    missing = None
+    what = f"FID Inception ({network})"
     for name in names:
         try:
-            return find_weights(name, f"FID Inception ({network})")
-        except MissingWeightsError as e:
-            missing = missing or e   # the error names the standard file
-    raise missing
+            return find_weights(name, what, fetch=False)
+        except MissingWeightsError:
+            pass
+    return find_weights(names[0], what)   # fetched, or the error that names the current file
 
 
 def build_inception(network: str = "fid", weights: Optional[str] = None, allow_random_weights: bool = False,
@@ -99,10 +101,11 @@ def build_inception(network: str = "fid", weights: Optional[str] = None, allow_r
     """The Inception pool3 feature extractor, in eval mode on `device`.
 
     network: "fid" (TF-ported FID Inception, docs/method.md section 8) or "torchvision" (the original's ImageNet
-    Inception). weights: a file name (looked up as meshinv.utils.weights describes) or a path; None =
-    the network's standard file. Nothing is downloaded. A missing file raises MissingWeightsError
-    naming it and where to put it, unless allow_random_weights: then a seeded random network is
-    used (for tests; its FIDs mean nothing) and a warning says so.
+    Inception). weights: a file name (looked up, and fetched when it is a known one, as
+    meshinv.utils.weights describes) or a path; None = the network's standard file. A file that is
+    missing and cannot be fetched raises MissingWeightsError naming it, its URL and where to put it,
+    unless allow_random_weights: then a seeded random network is used (for tests; its FIDs mean
+    nothing) and a warning says so.
     """
     if network not in ("fid", "torchvision"):
         raise ValueError(f"unknown Inception network {network!r} (fid, torchvision)")
