@@ -3,7 +3,7 @@
 # N synthetic test images at the committed settings of configs/synthetic.yaml, invert and evaluate
 # with the camera from
 #   gt_noise          the ground truth + noise (10 deg, 5 %, 5 %): information a user never has
-#   predictor         the shipped camera predictor (pretrained/synthetic_camera_predictor.pt)
+#   predictor         the shipped camera predictor (pretrained/synthetic_camera_predictor_ours.pt)
 #   search            the camera search alone (no predictor, no dataset camera)
 #   predictor_search  the predictor's camera competing with the searched ones
 # then the predictor and the search on a second split made with another seed and occluder fraction.
@@ -25,7 +25,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 RUNS="$OUT_DIR/runs"
 mkdir -p "$RUNS"
-PREDICTOR=${PREDICTOR:-pretrained/synthetic_camera_predictor.pt}
+PREDICTOR=${PREDICTOR:-pretrained/synthetic_camera_predictor_ours.pt}
 SPLIT1=datasets/synthetic/test
 # The second split: same species, another scene seed and more occluders.
 SPLIT2_ROOT=datasets/synthetic_seed7_occ35
