@@ -11,7 +11,7 @@
 #     bench/camera_start.sh OUT_DIR [N] [DEVICE]        (defaults: 100 images, device auto)
 #
 # Writes OUT_DIR/<split>_<mode>.json (each run's metrics.json, whose "inversion" entry gives the
-# seconds per image) and keeps the runs in OUT_DIR/runs/. Each run is time-boxed by
+# seconds per image) and keeps the runs in RUNS_DIR (default outputs/camera_start_runs/). Each run is time-boxed by
 # RUN_TIMEOUT_S (default 3600); one that is cut short is evaluated on the images it finished.
 # MODES / SPLIT2_MODES choose the runs (default: all four, then predictor and search); BATCH sets
 # inversion.batch_size (default: the config's; a GPU takes 50); EXTRA adds --set options to every
@@ -23,7 +23,8 @@ N=${2:-100}
 DEVICE=${3:-auto}
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-RUNS="$OUT_DIR/runs"
+# The runs themselves stay out of OUT_DIR (a GPU lease brings back only a few files of it).
+RUNS=${RUNS_DIR:-outputs/camera_start_runs}
 mkdir -p "$RUNS"
 PREDICTOR=${PREDICTOR:-pretrained/synthetic_camera_predictor_ours.pt}
 SPLIT1=datasets/synthetic/test
