@@ -23,7 +23,8 @@ from meshinv.data.preprocess import CropConfig
 from meshinv.data.sample import DataError
 from meshinv.data.synthetic import SyntheticDataset
 from meshinv.datagen.synthetic import SyntheticConfig, SyntheticGenerator, write_split
-from meshinv.geometry.camera import WeakPerspectiveCamera, quaternion_multiply, quaternion_to_matrix, rotation_angle_deg
+from meshinv.geometry.camera import (WeakPerspectiveCamera, average_cameras, quaternion_multiply, quaternion_to_matrix,
+                                     rotation_angle_deg)
 from meshinv.geometry.template import TemplateConfig, build_template
 from meshinv.models.camera import (
     RESNET18_WEIGHTS, CameraPredictor, load_camera_predictor, read_camera_checkpoint, rotation_from_6d,
@@ -179,6 +180,27 @@ def test_6d_head_gives_rotations_and_its_quaternions():
     assert "quaternion_head" not in dict(model.named_parameters()) and model.config["rotation_head"] == "6d"
     with pytest.raises(ValueError, match="rotation_head"):
         CameraPredictor(SIZE, rotation_head="euler")
+
+
+def test_mirror_averaged_prediction_is_mirror_equivariant():
+    """Averaging with the mirrored crop's camera makes the prediction exactly mirror-equivariant:
+    the mirrored crop gets the mirrored camera, whatever the network has learnt."""
+    torch.manual_seed(0)
+    model = CameraPredictor(image_size=64, rotation_head="6d", masked_input=True).eval()
+    images = torch.rand(3, 3, 96, 96) * 2 - 1
+    masks = (torch.rand(3, 1, 96, 96) > 0.3).float()
+    with torch.no_grad():
+        averaged = model.mirror_averaged(images, masks)
+        of_mirrored = model.mirror_averaged(images.flip(-1), masks.flip(-1))
+        plain = model(images, masks)
+    expected = WeakPerspectiveCamera.from_tensor(averaged).mirrored().to_tensor()
+    torch.testing.assert_close(of_mirrored, expected, atol=1e-6, rtol=0)
+    assert not torch.allclose(averaged, plain, atol=1e-3)  # this network is not equivariant by itself
+    # The rotation lies halfway between the two it averages.
+    mirrored = WeakPerspectiveCamera.from_tensor(model(images.flip(-1), masks.flip(-1))).mirrored().to_tensor()
+    half = rotation_angle_deg(plain[:, 3:], mirrored[:, 3:]) / 2
+    torch.testing.assert_close(rotation_angle_deg(averaged[:, 3:], plain[:, 3:]), half, atol=1e-3, rtol=0)
+    torch.testing.assert_close(average_cameras(plain, mirrored), average_cameras(mirrored, plain))
 
 
 def test_masked_input_reads_the_object_only():

@@ -98,6 +98,29 @@ def read_summary(out: Path) -> dict:
 
 # -- 1. any per-image failure is recorded, the run goes on ----------------------------------------------
 
+@pytest.mark.parametrize("mirror_average", [False, True])
+def test_a_predictor_gives_every_start_camera_plain_or_mirror_averaged(tmp_path, mirror_average):
+    from meshinv.inversion import load_record
+    from meshinv.inversion.config import CameraInitConfig
+    from meshinv.models.camera import CameraPredictor
+
+    torch.manual_seed(1)
+    predictor = CameraPredictor(image_size=64, rotation_head="6d", masked_input=True).eval()
+    items = {"a": disc_sample("a"), "b": disc_sample("b")}
+    cfg = job_config(tmp_path / "out", camera_init=CameraInitConfig(mirror_average=mirror_average,
+                                                                      use_dataset_camera=False))
+    summary = make_run(cfg, items, camera_predictor=predictor).run(progress=False)
+    assert summary["done"] == 2
+    images = torch.stack([items[k].image for k in "ab"])
+    masks = torch.stack([items[k].mask for k in "ab"])
+    with torch.no_grad():
+        expected = (predictor.mirror_averaged if mirror_average else predictor)(images, masks)
+    for i, image_id in enumerate("ab"):
+        record = load_record(tmp_path / "out" / image_id)
+        assert record.camera_source == "predictor"
+        torch.testing.assert_close(record.camera_init, expected[i])
+
+
 def test_any_per_image_failure_is_recorded_and_its_batch_mates_still_finish(tmp_path, monkeypatch):
     out = tmp_path / "out"
     items = {"a": disc_sample("a"),

@@ -211,6 +211,14 @@ class WeakPerspectiveCamera:
         return WeakPerspectiveCamera(self.scale, self.translation * flip_t, self.quaternion * flip_q)
 
 
+def average_cameras(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The mean of two (B, 7) cameras: scale and translation averaged, the quaternions averaged on
+    the same hemisphere (q and -q are one rotation) and normalised (the rotation halfway between)."""
+    qa, qb = normalize_quaternion(a[:, 3:]), normalize_quaternion(b[:, 3:])
+    qb = torch.where((qa * qb).sum(-1, keepdim=True) < 0, -qb, qb)
+    return torch.cat([(a[:, :3] + b[:, :3]) / 2, normalize_quaternion(qa + qb)], dim=1)
+
+
 # Canonical pose of the evaluation's novel views: Euler xyz (0, -90, 90 - 30) degrees (scipy
 # convention), i.e. the original's default_orientation = 30.
 CANONICAL_EULER_XYZ_DEG = (0.0, -90.0, 60.0)

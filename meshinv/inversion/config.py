@@ -129,6 +129,8 @@ class CameraInitConfig:
     stands alone where there is none)."""
 
     predictor: Optional[str] = None      # camera-predictor checkpoint (scripts/train_camera.py)
+    # Average the predictor's camera with the one it gives for the mirrored crop, mirrored back.
+    mirror_average: bool = False
     predictions: Optional[str] = None    # {image stem: {pred_cam: (7,), pred_pose_overlay_iou: float}}
     min_prediction_iou: float = TRUSTED_OVERLAY_IOU   # predictions whose overlay IoU is not above this are ignored
     # Perturbation of the dataset camera (to emulate a predicted one on synthetic data): a rotation by

@@ -274,7 +274,9 @@ class InversionRun:
         images = torch.stack([p.sample.image for p in batch]).to(self.inverter.device)
         masks = torch.stack([p.sample.mask for p in batch]).to(self.inverter.device)
         with torch.no_grad():
-            predicted = self.camera_predictor(images, masks).cpu()
+            predict = (self.camera_predictor.mirror_averaged if self.inverter.cfg.camera_init.mirror_average
+                       else self.camera_predictor)
+            predicted = predict(images, masks).cpu()
         usable = []
         for p, camera in zip(batch, predicted):
             problem = camera_problem(camera)

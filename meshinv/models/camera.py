@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..geometry.camera import matrix_to_quaternion, quaternion_to_matrix
+from ..geometry.camera import WeakPerspectiveCamera, average_cameras, matrix_to_quaternion, quaternion_to_matrix
 from ..utils.weights import MissingWeightsError, find_weights
 from .checkpoints import CheckpointError, check_format, check_state_dict, read_checkpoint, write_checkpoint
 
@@ -226,6 +226,14 @@ class CameraPredictor(nn.Module):
         """(B, 3, H, H) crops in [-1, 1] (+ (B, 1, H, H) masks when masked_input) -> (B, 7)
         [s, tx, ty, qw, qx, qy, qz], s > 0, |q| = 1."""
         return self.predict(images, masks)[0]
+
+    def mirror_averaged(self, images: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """forward() averaged with the camera predicted for the mirrored crop, mirrored back (test-time
+        augmentation with the mirroring the predictor was trained with): the two errors partly cancel
+        (on the synthetic test images: median rotation error 8.3 -> 7.6 deg, bench/RESULTS.md)."""
+        flipped = None if masks is None else masks.flip(-1)
+        mirrored = WeakPerspectiveCamera.from_tensor(self(images.flip(-1), flipped)).mirrored().to_tensor()
+        return average_cameras(self(images, masks), mirrored)
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
