@@ -13,7 +13,8 @@
 # Writes OUT_DIR/<split>_<mode>.json (each run's metrics.json, whose "inversion" entry gives the
 # seconds per image) and keeps the runs in RUNS_DIR (default outputs/camera_start_runs/). Each run is time-boxed by
 # RUN_TIMEOUT_S (default 3600); one that is cut short is evaluated on the images it finished.
-# MODES / SPLIT2_MODES choose the runs (default: all four, then predictor and search); BATCH sets
+# MODES / SPLIT2_MODES choose the runs (default: all four, then predictor and search; empty: none;
+# the second split is made with 100 images whatever N); BATCH sets
 # inversion.batch_size (default: the config's; a GPU takes 50); EXTRA adds --set options to every
 # inversion (a rehearsal: EXTRA='--set inversion.select_num=4 ...'); PREDICTOR another checkpoint.
 set -u
@@ -25,7 +26,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # The runs themselves stay out of OUT_DIR (a GPU lease brings back only a few files of it).
 RUNS=${RUNS_DIR:-outputs/camera_start_runs}
-mkdir -p "$RUNS"
+mkdir -p "$OUT_DIR" "$RUNS"
 PREDICTOR=${PREDICTOR:-pretrained/synthetic_camera_predictor_ours.pt}
 SPLIT1=datasets/synthetic/test
 # The second split: same species, another scene seed and more occluders.
@@ -36,7 +37,7 @@ SPLIT2=$SPLIT2_ROOT/test
     --set "synthetic.splits={test: 200}" --log-level WARNING || exit 1
 [ -f "$SPLIT2/annotations.json" ] || "$PY" scripts/make_synthetic.py --config configs/synthetic.yaml \
     --out "$SPLIT2_ROOT" --set synthetic.seed=7 --set synthetic.occluder_fraction=0.35 \
-    --set "synthetic.splits={test: $N}" --log-level WARNING || exit 1
+    --set "synthetic.splits={test: 100}" --log-level WARNING || exit 1
 
 mode_settings() {
   case $1 in
@@ -64,6 +65,6 @@ run() {  # split_name data mode
       --set evaluation.grid_rows=0 --log-level WARNING && cp "$out/metrics.json" "$OUT_DIR/$name.json"
 }
 
-for mode in ${MODES:-predictor search predictor_search gt_noise}; do run split1 "$SPLIT1" "$mode"; done
-for mode in ${SPLIT2_MODES:-predictor search}; do run split2 "$SPLIT2" "$mode"; done
+for mode in ${MODES-predictor search predictor_search gt_noise}; do run split1 "$SPLIT1" "$mode"; done
+for mode in ${SPLIT2_MODES-predictor search}; do run split2 "$SPLIT2" "$mode"; done
 echo "== done ($(date -u +%T))"
