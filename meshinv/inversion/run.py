@@ -39,7 +39,8 @@ from ..render.views import render_turntable
 from ..utils.config import ConfigError, save_config, to_dict
 from ..utils.device import resolve_device
 from ..utils.distributed import (
-    SINGLE_PROCESS, DistributedContext, init_distributed, launched_local_rank, local_device, run_on_main, shutdown,
+    SINGLE_PROCESS, DistributedContext, gather_on_main, init_distributed, launched_local_rank, local_device,
+    run_on_main, shutdown,
 )
 from ..utils.errors import error_reason
 from ..utils.images import to_numpy_image
@@ -544,17 +545,20 @@ class InversionRun:
             if self.tensorboard is not None:
                 self.tensorboard.close()
         summary = self.write_summary()
-        if self.context.enabled:
-            summary = run_on_main(self.context, self._merge_parts)
+        if self.context.enabled:  # the parts travel as messages too: on several machines rank 0 may not see them yet
+            parts = gather_on_main(self.context, self.entries)
+            summary = run_on_main(self.context, lambda: self._merge_parts(parts))
         if self.context.is_main:
             log.info("inversion: %d done, %d failed, mean IoU %s -> %s", summary["done"], summary["failed"],
                      f"{summary['mean_iou']:.4f}" if summary["mean_iou"] is not None else "n/a", self.output.path)
         return summary
 
-    def _merge_parts(self) -> dict:
+    def _merge_parts(self, parts: list[dict[str, dict]]) -> dict:
         """(rank 0, once every rank has finished its shard) summary.json from the account taken at
-        the start (every image selected then was checked) and every rank's part."""
+        the start (every image selected then was checked) and every rank's part (its entries)."""
         self.entries = self._previous_entries(set())
+        for entries in parts:
+            self.entries.update(entries)
         return self._fold_parts()
 
 

@@ -132,3 +132,13 @@ def run_on_main(context: DistributedContext, action: Callable[[], T]) -> T:
     if not ok:
         raise value
     return value
+
+
+def gather_on_main(context: DistributedContext, value: T) -> Optional[list[T]]:
+    """Every process's `value` (pickled) in a list by rank, on rank 0 (which waits for all of them);
+    None on the others. Without torchrun, [value]."""
+    if not context.enabled:
+        return [value]
+    gathered = [None] * context.world_size if context.is_main else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
