@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, output_lock_holder
 from meshinv.data.sample import DataError
 from meshinv.inversion import OutputFolder, load_record
 from meshinv.models import ConvMeshGenerator, save_generator_checkpoint
@@ -158,16 +158,8 @@ def test_a_rerun_inverts_the_images_of_a_killed_rank(job, one_process):
 
 def test_another_job_is_refused_on_every_rank(job):
     out = job / "held"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from meshinv.inversion import OutputFolder\n"
-         f"with OutputFolder({str(out)!r}).locked():\n    print('locked', flush=True); time.sleep(300)"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with output_lock_holder(out) as holder:
         result = run([*TORCHRUN, *invert_args(job, out)], timeout=200)
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.returncode != 0
     for rank in (0, 1):
         assert f"[rank {rank}/2]" in result.stderr
