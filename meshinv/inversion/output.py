@@ -131,8 +131,8 @@ class OutputFolder:
 
         Under torchrun (`context` enabled), rank 0 takes it for the whole job and every rank learns
         whether it could (so all of them stop when another run holds OUT); the other ranks then
-        write under it (`is_locked` but not `holds_lock`), and rank 0 keeps it until every rank
-        has left the block."""
+        write under it (`is_locked`, but the folder-wide work that needs the lock itself is rank 0's),
+        and rank 0 keeps it until every rank has left the block."""
         self._lock_fd = run_on_main(context, self._take_lock)
         if not context.is_main:
             self._lock_fd = None  # rank 0's descriptor number, meaningless here
@@ -187,11 +187,6 @@ class OutputFolder:
         """Whether this process may write into OUT now: it holds OUT's lock, or its torchrun job's
         rank 0 does."""
         return self._lock_fd is not None or self._shared
-
-    @property
-    def holds_lock(self) -> bool:
-        """Whether this process itself holds OUT's lock (the folder-wide work is its alone)."""
-        return self._lock_fd is not None
 
     def _require_lock(self) -> None:
         if self._lock_fd is None:

@@ -8,6 +8,10 @@ re-run. When a batch fails, its images are retried one by one, so one bad image 
 batch-mates. A failure that belongs to no one image (an interrupt, a write into OUT that fails)
 stops the job, after writing the summary. summary.json accounts for every result in OUT and every
 recorded failure, not only this run's images.
+
+Under torchrun the processes share the images out (run_job, InversionRun._run): each writes its own
+result folders and summary part (OUT/summary.rank<k>.json), merged into summary.json at the end, or
+by the next run when the job was killed.
 """
 
 from __future__ import annotations
