@@ -27,6 +27,8 @@ from conftest import REPO_ROOT, output_lock_holder
 from meshinv.data.sample import DataError
 from meshinv.inversion import OutputFolder, load_record
 from meshinv.models import ConvMeshGenerator, save_generator_checkpoint
+from meshinv.utils.io import save_json
+from test_inversion_job import disc_sample, job_config, make_run
 
 IMAGES = [f"img{i}" for i in range(8)]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -172,3 +174,19 @@ def test_the_ranks_files_cannot_be_image_folders(tmp_path):
         with pytest.raises(DataError, match="one of the run's own files"):
             OutputFolder(tmp_path).result_folder(name)
     OutputFolder(tmp_path).result_folder("summary.rank1")  # not one of them
+
+
+def test_one_process_folds_in_the_parts_a_killed_sharded_run_left(tmp_path):
+    out = tmp_path / "out"
+    items = {"a": disc_sample("a"), "b": disc_sample("b"), "c": disc_sample("c")}
+    make_run(job_config(out, limit=1), items).run(progress=False)
+    # A 2-process job killed after its rank 1 had recorded a failure and finished an image: neither
+    # is in summary.json.
+    make_run(job_config(out / "elsewhere", image_ids=["c"]), items).run(progress=False)
+    (out / "elsewhere" / "c").rename(out / "c")
+    save_json(out / "summary.rank1.json", {"images": {"b": {"status": "failed", "reason": "rank 1's failure"}}})
+    summary = make_run(job_config(out, limit=1), items).run(progress=False)
+    assert summary["images"]["b"] == {"status": "failed", "reason": "rank 1's failure"}
+    assert summary["images"]["c"]["status"] == "done" and summary["done"] == 2
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert OutputFolder(out).part_files("summary.json") == []
