@@ -10,9 +10,12 @@ is imported, and inherited by the scripts the tests run); the download tests fak
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ["MESHINV_OFFLINE"] = "1"  # meshinv.utils.weights.OFFLINE_ENV (not imported: nothing loads first)
@@ -58,6 +61,23 @@ def reference_path():
         return path
 
     return get
+
+
+@contextlib.contextmanager
+def output_lock_holder(out: Path):
+    """Another process holding the inversion output folder's lock (as a second run would) during the
+    block; yields it (a subprocess.Popen). It is killed (SIGKILL) at the end, leaving its lock file."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from meshinv.inversion import OutputFolder\n"
+         f"with OutputFolder({str(out)!r}).locked():\n    print('locked', flush=True); time.sleep(300)"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
 
 
 # -- weight files: empty search folders and a fake download server ----------------------------------------

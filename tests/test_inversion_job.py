@@ -13,8 +13,6 @@ import json
 import logging
 import math
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, output_lock_holder
 from meshinv.data.preprocess import CropConfig
 from meshinv.data.segment import SegmentConfig
 from meshinv.data.sample import DataError, Sample
@@ -250,23 +248,13 @@ def test_result_folders_stay_inside_the_output_folder(tmp_path, caplog):
 
 def test_a_second_writer_is_refused_naming_the_folder_and_the_holder(tmp_path, caplog):
     out = tmp_path / "out"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from meshinv.inversion import OutputFolder\n"
-         f"with OutputFolder({str(out)!r}).locked():\n    print('locked', flush=True); time.sleep(120)"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with output_lock_holder(out) as holder:
         with pytest.raises(OutputFolderError) as info:
             with OutputFolder(out).locked():
                 pass
         message = str(info.value)
         assert str(out) in message and f"pid {holder.pid} on host" in message
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-    finally:
-        holder.kill()
-        holder.wait()
-    # The dead process's lock is taken over, with a log line naming it.
+    # The holder was killed (SIGKILL): its lock is taken over, with a log line naming it.
     with caplog.at_level(logging.WARNING, logger="meshinv.inversion.output"):
         with OutputFolder(out).locked() as folder:
             assert folder.is_locked

@@ -8,10 +8,15 @@ re-run. When a batch fails, its images are retried one by one, so one bad image 
 batch-mates. A failure that belongs to no one image (an interrupt, a write into OUT that fails)
 stops the job, after writing the summary. summary.json accounts for every result in OUT and every
 recorded failure, not only this run's images.
+
+Under torchrun the processes share the images out (run_job, InversionRun._run): each writes its own
+result folders and summary part (OUT/summary.rank<k>.json), merged into summary.json at the end, or
+by the next run when the job was killed.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
@@ -37,6 +42,10 @@ from ..render.settings import make_renderer
 from ..render.views import render_turntable
 from ..utils.config import ConfigError, save_config, to_dict
 from ..utils.device import resolve_device
+from ..utils.distributed import (
+    SINGLE_PROCESS, DistributedContext, gather_on_main, init_distributed, launched_local_rank, local_device,
+    run_on_main, shutdown,
+)
 from ..utils.errors import error_reason
 from ..utils.images import to_numpy_image
 from ..utils.io import atomic_write, save_image, save_json
@@ -45,7 +54,7 @@ from .camera_init import CameraInitializer, NoStartCamera, resolve_predictions_p
 from .config import ExportConfig, InversionConfig, InversionJob, validate_inversion
 from .engine import BatchResult, Inverter, camera_problem
 from .objective import load_feature_vgg
-from .output import MASK_CACHE, SUMMARY_FILE, TENSORBOARD, OutputFolder, OutputFolderError
+from .output import MASK_CACHE, SUMMARY_FILE, TENSORBOARD, OutputFolder, OutputFolderError, rank_file
 from .results import RESULT_FILE, RUN_CONFIG_FILE, InversionRecord, load_record
 
 log = logging.getLogger(__name__)
@@ -209,10 +218,13 @@ class InversionRun:
         job: which images (limit, image_ids), batch size, exports, out_dir, checkpoint (recorded).
         camera_predictor: optional, used for every image when given (before the other sources).
         output: the OutputFolder of job.out_dir when the caller holds its lock already.
+        context: this process's place in a torchrun job: it inverts every world_size-th image still
+            to do, starting at its rank (see `_run`).
     """
 
     def __init__(self, inverter: Inverter, dataset: ImageDataset, job: InversionJob,
-                 camera_predictor: Optional[CameraPredictor] = None, output: Optional[OutputFolder] = None):
+                 camera_predictor: Optional[CameraPredictor] = None, output: Optional[OutputFolder] = None,
+                 context: DistributedContext = SINGLE_PROCESS):
         self.inverter = inverter
         self.job = job.job
         self.image_size = inverter.cfg.crop.img_size
@@ -225,6 +237,10 @@ class InversionRun:
         self.entries: dict[str, dict] = {}
         self.tensorboard = None
         self.data_name = str(getattr(dataset, "root", self.job.data_root))
+        self.context = context
+        # Under torchrun each rank accounts for its own images in a part of the summary while it runs.
+        self.account_path = self.output.path / (rank_file(SUMMARY_FILE, context.rank) if context.enabled
+                                                else SUMMARY_FILE)
 
     # -- which images --------------------------------------------------------------------------------
     def selected_indices(self) -> list[int]:
@@ -398,13 +414,16 @@ class InversionRun:
     def _previous_entries(self, selected: set[str]) -> dict[str, dict]:
         """Every image already accounted for in OUT: the previous summary's failures, and an entry per
         finished result (read from the previous summary, or from the result itself when it is
-        selected now or the summary lacks it). A damaged result that is not selected is a failure."""
-        path = self.output.path / SUMMARY_FILE
-        try:
-            previous = json.loads(path.read_text()).get("images", {}) if path.is_file() else {}
-        except (OSError, ValueError, AttributeError) as err:
-            log.warning("%s is unreadable (%s); it is rebuilt from the results in the folder", path, err)
-            previous = {}
+        selected now or the summary lacks it). A damaged result that is not selected is a failure.
+        The summary parts of a sharded run (every rank's, or those a killed one left) are newer than
+        summary.json, and count over it."""
+        previous = {}
+        for path in [self.output.path / SUMMARY_FILE, *self.output.part_files(SUMMARY_FILE)]:
+            try:
+                images = json.loads(path.read_text()).get("images", {}) if path.is_file() else {}
+                previous.update(images)
+            except (OSError, ValueError, AttributeError, TypeError) as err:
+                log.warning("%s is unreadable (%s); it is rebuilt from the results in the folder", path, err)
         finished = self.output.finished_ids()
         entries = {k: v for k, v in previous.items() if isinstance(v, dict) and v.get("status") == "failed"
                    and k not in finished}
@@ -420,7 +439,9 @@ class InversionRun:
                                      "damaged": True}
         return entries
 
-    def write_summary(self) -> dict:
+    def write_summary(self, path: Optional[Path] = None) -> dict:
+        """The account of self.entries, written to `path` (default: summary.json, or this rank's part
+        of it under torchrun)."""
         done = {k: v for k, v in self.entries.items() if v["status"] == "done"}
         failed = {k: v for k, v in self.entries.items() if v["status"] == "failed"}
         ious = [v["iou"] for v in done.values()]
@@ -436,7 +457,14 @@ class InversionRun:
             "left_out": self.inverter.left_out, "random_weights": self.inverter.random_weights,
             "images": dict(sorted(self.entries.items())),
         }
-        save_json(self.output.path / SUMMARY_FILE, summary)
+        save_json(path or self.account_path, summary)
+        return summary
+
+    def _fold_parts(self) -> dict:
+        """summary.json from self.entries, which hold the summary parts' accounts; then the parts go."""
+        summary = self.write_summary(self.output.path / SUMMARY_FILE)
+        for part in self.output.part_files(SUMMARY_FILE):
+            part.unlink(missing_ok=True)
         return summary
 
     def run(self, progress: bool = True) -> dict:
@@ -444,11 +472,14 @@ class InversionRun:
         Holds the output folder's lock throughout (takes it unless the caller holds it)."""
         if self.output.is_locked:
             return self._run(progress)
-        with self.output.locked():
-            self.output.remove_stale_temp_files()
+        with self.output.locked(self.context):
+            run_on_main(self.context, self.output.remove_stale_temp_files)
             return self._run(progress)
 
-    def _run(self, progress: bool) -> dict:
+    def _take_account(self) -> list[int]:
+        """(rank 0 alone under torchrun) self.entries from OUT, and the indices of the selected images
+        still to invert. The summary parts a killed sharded run left are folded into summary.json
+        now, before this run's ranks write theirs."""
         indices = self.selected_indices()
         ids = self.dataset.image_ids()
         self.entries = self._previous_entries({ids[i] for i in indices})
@@ -461,18 +492,37 @@ class InversionRun:
                  len(pending))
         for term, why in {**self.inverter.left_out, **self.inverter.random_weights}.items():
             log.warning("loss term %r is not the paper's in this run: %s", term, why)
+        if self.context.enabled or self.output.part_files(SUMMARY_FILE):
+            self._fold_parts()
+        return pending
+
+    def _run(self, progress: bool) -> dict:
+        """Rank k of n (under torchrun) inverts pending[k::n], where pending is the list of images to
+        do that rank 0 took from OUT before any rank started; each rank writes its own result
+        folders and its summary part, and once all have finished, rank 0 merges the parts into
+        summary.json (which every rank returns). A single process is rank 0 of 1."""
+        ids = self.dataset.image_ids()
+        pending = run_on_main(self.context, self._take_account)
+        rank, world_size = self.context.rank, self.context.world_size
+        shard = pending[rank::world_size]
+        description = "invert"
+        if self.context.enabled:
+            self.entries = {}  # this rank's part: its own images only
+            log.info("this process's shard: %d of the %d images to invert", len(shard), len(pending))
+            description = f"invert [rank {rank}/{world_size}]"
         if self.job.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self.tensorboard = SummaryWriter(str(self.output.path / TENSORBOARD))
-        bar = tqdm(total=len(pending), desc="invert", unit="img", disable=not progress)
+        bar = tqdm(total=len(shard), desc=description, unit="img", disable=not progress,
+                   position=launched_local_rank() if self.context.enabled else None)
         started = time.perf_counter()
         done_now = 0
         position = 0
         try:
-            while position < len(pending):
+            while position < len(shard):
                 batch: list[PreparedSample] = []
-                while position < len(pending) and len(batch) < self.job.batch_size:
-                    index = pending[position]
+                while position < len(shard) and len(batch) < self.job.batch_size:
+                    index = shard[position]
                     position += 1
                     prepared = self._prepare(index, ids[index])
                     if prepared is None:
@@ -494,48 +544,103 @@ class InversionRun:
             try:
                 self.write_summary()
             except Exception as err:  # noqa: BLE001 -- the original error matters more
-                log.error("could not write %s: %s", self.output.path / SUMMARY_FILE, err)
+                log.error("could not write %s: %s", self.account_path, err)
             raise
         finally:
             bar.close()
             if self.tensorboard is not None:
                 self.tensorboard.close()
         summary = self.write_summary()
-        log.info("inversion: %d done, %d failed, mean IoU %s -> %s", summary["done"], summary["failed"],
-                 f"{summary['mean_iou']:.4f}" if summary["mean_iou"] is not None else "n/a", self.output.path)
+        if self.context.enabled:  # the parts travel as messages too: on several machines rank 0 may not see them yet
+            parts = gather_on_main(self.context, self.entries)
+            summary = run_on_main(self.context, lambda: self._merge_parts(parts))
+        if self.context.is_main:
+            log.info("inversion: %d done, %d failed, mean IoU %s -> %s", summary["done"], summary["failed"],
+                     f"{summary['mean_iou']:.4f}" if summary["mean_iou"] is not None else "n/a", self.output.path)
         return summary
+
+    def _merge_parts(self, parts: list[dict[str, dict]]) -> dict:
+        """(rank 0, once every rank has finished its shard) summary.json from the account taken at
+        the start (every image selected then was checked) and every rank's part (its entries)."""
+        self.entries = self._previous_entries(set())
+        for entries in parts:
+            self.entries.update(entries)
+        return self._fold_parts()
 
 
 # The errors run_job reports as one line (the run refused or stopped before inverting anything).
 JOB_ERRORS = (ConfigError, OutputFolderError, MissingInputsError, DataError, CheckpointError)
 
 
+# Under torchrun the ranks wait for one another twice (when rank 0 has readied OUT, and when all
+# have finished their shards before rank 0 merges the summary): the second wait lasts as long as
+# the shards' difference, which on a long job can be far more than torch's default 30 minutes.
+SHARD_WAIT = datetime.timedelta(days=7)
+
+
+def _load_job_inputs(cfg, output: OutputFolder, device: torch.device) -> tuple[JobInputs, torch.nn.Module]:
+    """The job's inputs, checked (check_job_inputs), and the generator, checked against the template."""
+    inv = cfg.inversion
+    inputs = check_job_inputs(inv, cfg.segment, output)
+    if inputs.predictions is not None:  # recorded where it was found, wherever the next run starts
+        inv.camera_init.predictions = str(inputs.predictions.resolve())
+    # Before anything is recorded or segmented: a prior made for another template is refused.
+    generator = load_generator(inputs.checkpoint, device, template=cfg.template, model=cfg.model)
+    return inputs, generator
+
+
 def run_job(cfg, on_locked: Optional[Callable[[Path], None]] = None) -> dict:
     """Everything scripts/invert.py does for an experiment config (meshinv.config.ExperimentConfig),
     in the order that keeps OUT consistent: validate the settings, refuse a dataset folder as OUT,
-    lock OUT (`on_locked(OUT)` then runs, e.g. to log into OUT/log.txt: only the lock holder
-    writes there), clean stale temp files, check every input at once, load and check the
-    generator, record the settings (refusing a resume with other ones), segment the photos that
-    lack a mask, and invert. Returns the summary; raises one of JOB_ERRORS when it cannot start."""
+    lock OUT (`on_locked(OUT)` then runs, e.g. to log into OUT/log.txt), clean stale temp files,
+    check every input at once, load and check the generator, record the settings (refusing a
+    resume with other ones), segment the photos that lack a mask, and invert. Returns the summary;
+    raises one of JOB_ERRORS when it cannot start.
+
+    Under torchrun (WORLD_SIZE > 1) the processes form a gloo group (it only passes small messages
+    and waits, on CPU or GPU). Rank 0 alone readies OUT (everything above up to the segmentation,
+    under its lock); then every rank loads the inputs (on cuda:LOCAL_RANK for a CUDA device) and
+    inverts its shard of the images (InversionRun._run). Whatever stops rank 0 from starting stops
+    every rank, with the same error."""
     inv = cfg.inversion
     validate_inversion(inv)
-    output = OutputFolder(inv.out_dir)
-    output.refuse_dataset(inv.data_root)
-    with output.locked():
-        if on_locked is not None:
-            on_locked(output.path)
-        output.remove_stale_temp_files()
-        inputs = check_job_inputs(inv, cfg.segment, output)
-        if inputs.predictions is not None:  # recorded where it was found, wherever the next run starts
-            inv.camera_init.predictions = str(inputs.predictions.resolve())
-        device = resolve_device(cfg.device)
-        # Before anything is recorded or segmented: a prior made for another template is refused.
-        generator = load_generator(inputs.checkpoint, device, template=cfg.template, model=cfg.model)
-        output.check_and_record_settings(to_dict(cfg), inputs.checkpoint, left_out=inputs.left_out)
-        save_config(cfg, output.path / RUN_CONFIG_FILE)
-        if inputs.without_masks:  # without the segmenter's weights, each such photo gets the reason
-            segment_missing(inputs.dataset, output.path / MASK_CACHE, cfg.segment, device)
-        camera_predictor = (load_camera_predictor(inv.camera_init.predictor, device).eval()
-                            if inv.camera_init.predictor else None)
-        inverter = Inverter(generator, build_template(cfg.template), inv, device, inputs.vgg, inputs.left_out)
-        return InversionRun(inverter, inputs.dataset, inv, camera_predictor, output).run()
+    device = resolve_device(cfg.device)
+    started_group = not torch.distributed.is_initialized()
+    context = init_distributed(device, backend="gloo", timeout=SHARD_WAIT)
+    try:
+        device = local_device(device)
+        output = OutputFolder(inv.out_dir)
+        run_on_main(context, lambda: output.refuse_dataset(inv.data_root))
+        with output.locked(context):
+            if on_locked is not None:
+                on_locked(output.path)
+            inputs = generator = None
+
+            def ready_folder() -> dict:
+                nonlocal inputs, generator
+                output.remove_stale_temp_files()
+                inputs, generator = _load_job_inputs(cfg, output, device)
+                output.check_and_record_settings(to_dict(cfg), inputs.checkpoint, left_out=inputs.left_out)
+                save_config(cfg, output.path / RUN_CONFIG_FILE)
+                if inputs.without_masks:  # without the segmenter's weights, each such photo gets the reason
+                    segment_missing(inputs.dataset, output.path / MASK_CACHE, cfg.segment, device)
+                return {"left_out": inputs.left_out,
+                        "mask_unavailable": dict(getattr(inputs.dataset, "mask_unavailable", {}))}
+
+            on_main = run_on_main(context, ready_folder)
+            if not context.is_main:  # after rank 0 fetched what was missing and made the masks
+                inputs, generator = _load_job_inputs(cfg, output, device)
+                if set(inputs.left_out) != set(on_main["left_out"]):
+                    raise MissingInputsError(
+                        f"process {context.rank} would leave out the loss terms {sorted(inputs.left_out)} and "
+                        f"rank 0 {sorted(on_main['left_out'])} ({inputs.left_out or on_main['left_out']}): every "
+                        "machine of a torchrun job needs the same weight files")
+                if on_main["mask_unavailable"]:  # why rank 0 could not make some photos' masks
+                    inputs.dataset.mask_unavailable.update(on_main["mask_unavailable"])
+            camera_predictor = (load_camera_predictor(inv.camera_init.predictor, device).eval()
+                                if inv.camera_init.predictor else None)
+            inverter = Inverter(generator, build_template(cfg.template), inv, device, inputs.vgg, inputs.left_out)
+            return InversionRun(inverter, inputs.dataset, inv, camera_predictor, output, context).run()
+    finally:
+        if started_group:
+            shutdown(context)
