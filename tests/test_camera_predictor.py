@@ -289,7 +289,7 @@ def test_training_run_resume_checkpoint_and_predictions(synthetic, tmp_path, var
     for name in (LATEST, FINAL, "summary.json"):
         assert (out / name).is_file(), name
     shipped = read_camera_checkpoint(tmp_path / "shipped.pt")  # the float16 export, with its figures
-    assert shipped["model"]["head_fc.0.weight"].dtype == torch.float16 and "optimizer" not in shipped
+    assert shipped["model"]["head_fc.0.weight"].dtype == torch.int8 and "optimizer" not in shipped
     assert shipped["evaluation"] == straight["evaluation"]
     assert list((out / "tensorboard").glob("events.*"))
     summary = json.loads((out / "summary.json").read_text())
@@ -325,7 +325,7 @@ def test_training_run_resume_checkpoint_and_predictions(synthetic, tmp_path, var
     save_camera_predictor(tmp_path / "copy.pt", model, {"note": "copy"})
     torch.testing.assert_close(load_camera_predictor(tmp_path / "copy.pt")(images, masks), model(images, masks))
     # A float16 copy (what is shipped) loads as the float32 model with its weights rounded to float16.
-    save_camera_predictor(tmp_path / "half.pt", model, half=True)
+    save_camera_predictor(tmp_path / "half.pt", model, storage="float16")
     assert read_camera_checkpoint(tmp_path / "half.pt")["model"]["head_fc.0.weight"].dtype == torch.float16
     half = load_camera_predictor(tmp_path / "half.pt")
     assert next(half.parameters()).dtype == torch.float32 and model.config == half.config
@@ -333,6 +333,16 @@ def test_training_run_resume_checkpoint_and_predictions(synthetic, tmp_path, var
     rounded.load_state_dict({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()})
     torch.testing.assert_close(half(images, masks), rounded(images, masks))
     assert next(model.parameters()).dtype == torch.float32  # the model saved is left as it was
+    # int8 (what is shipped): each weight within half a step (max |w| / 254 of its output channel).
+    save_camera_predictor(tmp_path / "int8.pt", model, storage="int8")
+    stored = read_camera_checkpoint(tmp_path / "int8.pt")
+    assert stored["model"]["head_fc.0.weight"].dtype == torch.int8
+    loaded = load_camera_predictor(tmp_path / "int8.pt").state_dict()
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and value.dim() >= 2:
+            step = value.abs().flatten(1).amax(1) / 127
+            error = (loaded[key] - value).abs().flatten(1).amax(1)
+            assert (error <= step / 2 * (1 + 1e-5) + 1e-12).all(), key
     with pytest.raises(ValueError, match="reserved"):
         save_camera_predictor(tmp_path / "bad.pt", model, {"model": 1})
     save_torch(tmp_path / "other.pt", {"format": "meshinv.generator"})

@@ -28,7 +28,6 @@ ImageNet normalisation inside the model, as CMR feeds its ResNet.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -238,20 +237,46 @@ class CameraPredictor(nn.Module):
 
 # -- checkpoints ----------------------------------------------------------------------------------
 
+WeightStorage = Literal["float32", "float16", "int8"]
+INT8_SCALES = "model_int8_scales"  # checkpoint key: per-output-channel scales of the int8 weights
+
+
+def _int8_weights(state: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
+    """Weights of 2+ dimensions rounded to int8 with a float32 scale per output channel (max |w| /
+    127); other floating tensors in float16. Returns (state, scales)."""
+    stored, scales = {}, {}
+    for key, value in state.items():
+        if value.is_floating_point() and value.dim() >= 2:
+            scale = value.abs().flatten(1).amax(1).clamp_min(1e-12) / 127
+            stored[key] = (value / scale.view(-1, *[1] * (value.dim() - 1))).round().clamp(-127, 127).to(torch.int8)
+            scales[key] = scale.float()
+        else:
+            stored[key] = value.half() if value.is_floating_point() else value
+    return stored, scales
+
+
 def save_camera_predictor(path: str | os.PathLike, model: CameraPredictor,
-                          extra: Optional[Mapping[str, Any]] = None, half: bool = False) -> None:
+                          extra: Optional[Mapping[str, Any]] = None, storage: WeightStorage = "float32") -> None:
     """Write a self-describing checkpoint atomically (meshinv.models.checkpoints.write_checkpoint):
     {format, format_version, model_config, model (CPU state_dict), **extra}.
 
     `extra` (iteration, optimizer state, config, mean shape, ...) must be loadable with
-    weights_only=True and must not use the reserved keys. half=True stores the weights in float16
-    (half the size, for a checkpoint shipped in the repository); loading casts them back to the
-    model's float32.
+    weights_only=True and must not use the reserved keys. `storage` shrinks a checkpoint to ship in
+    the repository: float16 halves it; int8 quarters it (weights of 2+ dimensions as int8 with a
+    per-output-channel scale under INT8_SCALES). Loading gives the model's float32 back.
     """
-    if half:
-        model = copy.deepcopy(model).half()
-    write_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, model.config, {"model": model}, extra)
-    log.info("saved camera predictor %s", path)
+    weights: dict[str, Any] = {"model": model}
+    if storage == "float16":
+        weights["model"] = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    elif storage == "int8":
+        weights["model"], weights[INT8_SCALES] = _int8_weights(model.state_dict())
+    write_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, model.config, weights, extra)
+    log.info("saved camera predictor %s (%s weights)", path, storage)
+
+
+def _dequantized(checkpoint: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
+    state, scales = checkpoint["model"], checkpoint.get(INT8_SCALES, {})
+    return {k: v.float() * scales[k].view(-1, *[1] * (v.dim() - 1)) if k in scales else v for k, v in state.items()}
 
 
 def read_camera_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -273,8 +298,9 @@ def camera_predictor_from_checkpoint(checkpoint: Mapping[str, Any], device: torc
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{name}: cannot build a camera predictor from {checkpoint.get('model_config')}: "
                               f"{err}") from err
-    check_state_dict(model, checkpoint["model"], what=f"{name} ['model']")
-    model.load_state_dict(checkpoint["model"])
+    state = _dequantized(checkpoint)
+    check_state_dict(model, state, what=f"{name} ['model']")
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 

@@ -233,7 +233,8 @@ def check_format(checkpoint: Any, name: str, kind: str, version: int, what: str,
 
 
 def write_checkpoint(path: str | os.PathLike, kind: str, version: int, model_config: Mapping[str, Any],
-                     modules: Mapping[str, nn.Module], extra: Optional[Mapping[str, Any]] = None) -> None:
+                     modules: Mapping[str, nn.Module | Mapping[str, torch.Tensor]],
+                     extra: Optional[Mapping[str, Any]] = None) -> None:
     """Write a self-describing checkpoint atomically: {format: kind, format_version: version,
     model_config, one CPU state_dict per entry of `modules`, **extra}.
 
@@ -246,7 +247,8 @@ def write_checkpoint(path: str | os.PathLike, kind: str, version: int, model_con
         raise ValueError(f"extra entries use reserved checkpoint keys: {clash}")
     checkpoint: dict[str, Any] = {"format": kind, "format_version": version, "model_config": dict(model_config)}
     for key, module in modules.items():
-        checkpoint[key] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        state = module if isinstance(module, Mapping) else module.state_dict()  # a module or its state_dict
+        checkpoint[key] = {k: v.detach().cpu().clone() for k, v in state.items()}
     checkpoint.update(extra)
     save_torch(path, checkpoint)
 

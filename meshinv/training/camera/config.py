@@ -64,7 +64,7 @@ class CameraTrainConfig:
     checkpoint_every: int = 200
     eval_batch_size: int = 32
     mean_shape: Optional[str] = None   # .npz with `vertices` (V, 3) [+ `faces`] or `deformation_map` (3, H, W)
-    export: Optional[str] = None       # also write the final model here in float16 (a checkpoint to ship)
+    export: Optional[str] = None       # also write the final model here with int8 weights (a checkpoint to ship)
     predict: CameraPredictConfig = field(default_factory=CameraPredictConfig)
 
     # What a resumed run may change: where it writes, how long it runs (a cosine decay then follows

@@ -165,7 +165,7 @@ class CameraTrainer:
         writer.close()
         save_camera_predictor(self.out_dir / FINAL, self.model, self.extra())
         if cfg.export:
-            save_camera_predictor(cfg.export, self.model, {**self.extra(), "evaluation": evaluation}, half=True)
+            save_camera_predictor(cfg.export, self.model, {**self.extra(), "evaluation": evaluation}, storage="int8")
         summary = {**timing_summary(self.iteration, self.batches_per_epoch, seconds, start_iteration),
                    "losses": running, "trunk_initialisation": self.trunk_initialisation,
                    "overlay_shape": self.shape.source, "train_images": len(self.train_data),
