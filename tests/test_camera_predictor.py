@@ -342,7 +342,8 @@ def test_training_run_resume_checkpoint_and_predictions(synthetic, tmp_path, var
         if value.is_floating_point() and value.dim() >= 2:
             step = value.abs().flatten(1).amax(1) / 127
             error = (loaded[key] - value).abs().flatten(1).amax(1)
-            assert (error <= step / 2 * (1 + 1e-5) + 1e-12).all(), key
+            # Half a step, plus float32 rounding (half an ulp of <= 127 steps) in the division, the product and the difference.
+            assert (error <= step * (0.5 + 256 * 2.0 ** -24)).all(), (key, (error / step).max().item())
     with pytest.raises(ValueError, match="reserved"):
         save_camera_predictor(tmp_path / "bad.pt", model, {"model": 1})
     save_torch(tmp_path / "other.pt", {"format": "meshinv.generator"})
