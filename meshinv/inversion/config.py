@@ -183,7 +183,16 @@ class InversionAlgorithm:
     crop: CropConfig = field(default_factory=default_inversion_crop)   # img_size is the working resolution
     seed: int = 1234                         # with the image id, seeds each image's z candidates
     select_num: int = 500                    # random z scored to pick the start
+    # 0 scores every candidate under the full loss (the paper's selection). K > 0 scores every
+    # candidate under a cheap loss first (at select_prescore_size px, without the VGG term) and
+    # re-scores each image's best K under the full loss: the same choice whenever the full loss's
+    # best candidate is among the cheap loss's best K.
+    select_shortlist: int = 0
+    select_prescore_size: Optional[int] = None   # None: half of crop.img_size, rounded down to a multiple of 4
     init_batch_size: int = 100               # candidates scored per forward pass (all images together)
+    # Every image of a class scores the same generated candidates: they are kept across batches
+    # within this many MiB (the most recently used classes; 0 keeps none).
+    select_cache_mb: int = 1024
     iterations: list[int] = field(default_factory=lambda: [50, 50, 50, 50])
     z_lrs: list[float] = field(default_factory=lambda: [1e-1, 5e-2, 1e-2, 5e-3])
     camera_lrs: list[float] = field(default_factory=lambda: [1e-2, 5e-3, 1e-3, 5e-4])
@@ -196,7 +205,7 @@ class InversionAlgorithm:
     loss: InversionLossConfig = field(default_factory=InversionLossConfig)
     camera_init: CameraInitConfig = field(default_factory=CameraInitConfig)
 
-    RUN_ONLY = ("init_batch_size", "recompute_target_features")  # how much is computed at once, not what
+    RUN_ONLY = ("init_batch_size", "select_cache_mb", "recompute_target_features")  # how much is computed at once, not what
 
     def validate(self) -> None:
         """Raise SettingError naming the first key that no run could use."""
@@ -204,6 +213,11 @@ class InversionAlgorithm:
         require(size >= 4 and size % 4 == 0, "crop.img_size",
                 f"must be a positive multiple of 4 (VGG cells), got {size}")
         at_least(self, 1, "select_num", "init_batch_size", "iterations")
+        at_least(self, 0, "select_shortlist", "select_cache_mb")
+        if self.select_prescore_size is not None:
+            require(4 <= self.select_prescore_size <= size and self.select_prescore_size % 4 == 0,
+                    "select_prescore_size",
+                    f"must be a multiple of 4 between 4 and crop.img_size ({size}), got {self.select_prescore_size}")
         at_least(self, 0, "warm_up")
         require(len(self.iterations) > 0, "iterations", "must list at least one stage, got []")
         stages = len(self.iterations)
@@ -218,6 +232,11 @@ class InversionAlgorithm:
     def render_settings(self) -> RenderSettings:
         """The objective renders at the working resolution."""
         return RenderSettings(self.crop.img_size)
+
+    @property
+    def prescore_size(self) -> int:
+        """The resolution of the shortlist's cheap pass."""
+        return self.select_prescore_size or max(4, self.crop.img_size // 8 * 4)
 
     @property
     def algorithm(self) -> "InversionAlgorithm":
