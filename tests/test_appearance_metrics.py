@@ -69,6 +69,9 @@ def test_ssim_is_one_for_identical_images_symmetric_and_at_most_one():
         # Cauchy-Schwarz bounds it by 1; float32 rounding of the moments may add ~1e-7.
         assert float(ssim_map(a, b).max()) <= 1 + (1e-6 if dtype == torch.float32 else 1e-12)
         assert ssim(a, b, mask) < 0.99
+    # A batch is its images one by one (ssim_novel_views scores all views in one pass).
+    a, b = torch.rand(2, 3, 24, 24, dtype=torch.float64), torch.rand(2, 3, 24, 24, dtype=torch.float64)
+    assert torch.allclose(ssim_map(a, b), torch.stack([ssim_map(a[0], b[0]), ssim_map(a[1], b[1])]), atol=1e-12)
 
 
 def test_ssim_of_constant_images_is_the_luminance_term():
@@ -264,8 +267,8 @@ def test_without_ground_truth_each_metric_names_what_is_missing(template, sample
         with pytest.raises(MissingInputError, match="ground-truth camera"):
             METRICS[name](no_camera)
     # novel_view_iou needs no texture: the ground truth's silhouettes alone.
-    shape_only = context(template, sample, record_for(sample), gt={k: v for k, v in sample.gt.items() if k != "texture"})
-    assert METRICS["novel_view_iou"](shape_only) == 1.0
+    shape_only = {k: v for k, v in sample.gt.items() if k != "texture"}
+    assert METRICS["novel_view_iou"](context(template, sample, record_for(sample), gt=shape_only)) == 1.0
 
 
 @requires_cuda

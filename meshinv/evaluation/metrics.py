@@ -134,7 +134,8 @@ class EvaluationContext:
     def _render_input_view(self, vertices: torch.Tensor, camera: torch.Tensor, texture: torch.Tensor
                            ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_renderer()
-        ndc = WeakPerspectiveCamera.from_tensor(camera.to(self.device, torch.float32).reshape(1, 7)).transform(vertices[None])
+        camera = WeakPerspectiveCamera.from_tensor(camera.to(self.device, torch.float32).reshape(1, 7))
+        ndc = camera.transform(vertices[None])
         out = self.template.render(self.renderer, ndc, texture.to(self.device, torch.float32)[None],
                                    background=APPEARANCE_BACKGROUND)
         return out.image[0], out.mask[0, 0] > 0.5
@@ -174,8 +175,9 @@ class EvaluationContext:
                 self.cache[key] = (None, turntable_silhouettes(self.template, renderer, vertices, cfg.azimuths,
                                                                cfg.novel_view_scale))
             else:
-                images, masks = render_turntable(self.template, renderer, vertices, texture.to(self.device, torch.float32),
-                                                 cfg.azimuths, cfg.novel_view_scale, background=APPEARANCE_BACKGROUND)
+                texture = texture.to(self.device, torch.float32)
+                images, masks = render_turntable(self.template, renderer, vertices, texture, cfg.azimuths,
+                                                 cfg.novel_view_scale, background=APPEARANCE_BACKGROUND)
                 self.cache[key] = (images, masks[:, 0] > 0.5)
         return self.cache[key]
 
