@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import REPO_ROOT
+from conftest import CUDA_DEVICE, REPO_ROOT, requires_cuda
 from meshinv.geometry.camera import WeakPerspectiveCamera
 from meshinv.geometry.template import MeshTemplate
 from meshinv.inversion import InversionLossConfig, InversionObjective, Inverter
@@ -205,16 +205,18 @@ def test_a_rendered_silhouette_scores_zero_up_to_its_softness(sigma):
 # -- the options in the objective ------------------------------------------------------------------
 
 
-def objective_case(samples, **loss):
-    template, generator = MeshTemplate.uv_sphere(), tiny_generator()
+def objective_case(samples, device="cpu", dtype=torch.float32, **loss):
+    template, generator = MeshTemplate.uv_sphere().to(device, dtype), tiny_generator()
     cfg = InversionLossConfig(feature_weight=0.0, nll_weight=0.0, **loss)
     objective = InversionObjective(template, MeshRenderer(SIZE), cfg)
     images, masks, cameras, classes, _ = stack(samples)
     with torch.no_grad():
         texture, mesh_map = generator(torch.randn(3, 8, generator=torch.Generator().manual_seed(0)), classes)
-    texture.requires_grad_()
-    cameras = cameras.clone().requires_grad_()
-    out = objective(torch.zeros(3, 8), texture, mesh_map, cameras, objective.prepare(images, masks))
+    texture, mesh_map = texture.to(device, dtype).requires_grad_(), mesh_map.to(device, dtype)
+    images, masks = images.to(device, dtype), masks.to(device)
+    cameras = cameras.to(device, dtype).requires_grad_()
+    out = objective(torch.zeros(3, 8, device=device, dtype=dtype), texture, mesh_map, cameras,
+                    objective.prepare(images, masks))
     return objective, out, texture, cameras, template, mesh_map, images, masks
 
 
@@ -250,7 +252,24 @@ def test_the_raster_mask_option_is_the_soft_iou_of_the_soft_silhouette_and_moves
     assert torch.isfinite(cameras.grad).all() and (cameras.grad.abs().sum(dim=1) > 0).all()
 
 
-@pytest.mark.parametrize("loss", [{"texture_loss": "l1"}, {"texture_loss": "contextual"}, {"mask_loss": "raster"}])
+ABLATION_OPTIONS = [{"texture_loss": "l1"}, {"texture_loss": "contextual"}, {"mask_loss": "raster"}]
+
+
+@requires_cuda
+@pytest.mark.parametrize("loss", ABLATION_OPTIONS)
+def test_the_ablation_options_agree_with_the_cpu(samples, loss):
+    """float64 on both sides: the terms and their gradients agree to rounding (the contextual loss's
+    tiles differ, CUDA's being larger, but each row is whole in either)."""
+    results = []
+    for device in ("cpu", CUDA_DEVICE):
+        _, out, texture, cameras, *_ = objective_case(samples, device, torch.float64, **loss)
+        out.total.sum().backward()
+        results.append([t.detach().cpu() for t in (out.total, texture.grad, cameras.grad)])
+    for on_cpu, on_gpu in zip(*results):
+        assert torch.allclose(on_gpu, on_cpu, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ABLATION_OPTIONS)
 def test_an_inversion_runs_with_each_ablation_option(samples, loss):
     images, masks, cameras, classes, ids = stack(samples)
     cfg = tiny_config(loss=InversionLossConfig(on_missing_vgg="random", **loss))
