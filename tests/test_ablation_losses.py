@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import CUDA_DEVICE, REPO_ROOT, requires_cuda
+from conftest import CUDA_DEVICE, requires_cuda
 from meshinv.geometry.camera import WeakPerspectiveCamera
 from meshinv.geometry.template import MeshTemplate
 from meshinv.inversion import InversionLossConfig, InversionObjective, Inverter
@@ -22,7 +22,7 @@ from meshinv.inversion.output import ADDED_SETTINGS, OutputFolder, OutputFolderE
 from meshinv.losses import contextual_loss, image_point_set, masked_l1_loss, soft_iou_loss
 from meshinv.losses.contextual import ContextualSimilarity
 from meshinv.render import MeshRenderer
-from meshinv.utils.config import ConfigError, load_config, to_dict
+from meshinv.utils.config import to_dict
 from test_inversion import SIZE, samples, split, stack, tiny_config, tiny_generator  # noqa: F401 (fixtures)
 
 # -- masked L1 -------------------------------------------------------------------------------------
@@ -33,7 +33,7 @@ def test_l1_is_zero_for_identical_images_and_a_constant_offset_for_shifted_ones(
     target = torch.rand(3, 3, 16, 16) * 2 - 1
     mask = (torch.rand(3, 1, 16, 16) > 0.5).float()
     assert torch.equal(masked_l1_loss(target, target, mask), torch.zeros(3))
-    offsets = torch.tensor([0.25, -0.5, 0.125])  # exact in binary: the mean of equal terms is exact
+    offsets = torch.tensor([0.25, -0.5, 0.125])  # |(t + c) - t| = |c| up to the rounding of t + c
     shifted = target + offsets[:, None, None, None]
     assert torch.allclose(masked_l1_loss(shifted, target, mask), offsets.abs(), rtol=1e-6, atol=0)
     # Only the mask's pixels count: the rendering outside it is free.
@@ -277,21 +277,6 @@ def test_an_inversion_runs_with_each_ablation_option(samples, loss):
     assert all(result.non_finite(i) is None for i in range(len(ids)))
     assert all({"mask", "pixel", "feature", "nll"} <= set(losses) for losses in result.losses)
     assert all(len(history["total"]) == sum(cfg.iterations) for history in result.history)
-
-
-@pytest.mark.parametrize("override, message", [
-    ("inversion.loss.texture_loss=perceptual",
-     "inversion.loss.texture_loss must be one of 'chamfer', 'l1', 'contextual', got 'perceptual'"),
-    ("inversion.loss.mask_loss=iou", "inversion.loss.mask_loss must be one of 'chamfer', 'raster', got 'iou'"),
-    ("inversion.loss.contextual_bandwidth=0", "inversion.loss.contextual_bandwidth must be a finite number > 0"),
-    ("inversion.loss.contextual_eps=.nan", "inversion.loss.contextual_eps must be a finite number"),
-])
-def test_the_config_refuses_unknown_options_naming_the_key(override, message):
-    from meshinv.config import ExperimentConfig
-
-    with pytest.raises(ConfigError) as info:
-        load_config(ExperimentConfig, REPO_ROOT / "configs" / "synthetic.yaml", [override])
-    assert message in str(info.value)
 
 
 def test_the_resume_guard_treats_the_options_as_algorithm_settings(tmp_path):
