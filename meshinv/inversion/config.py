@@ -68,8 +68,8 @@ def validate_inversion(cfg) -> None:
 class InversionLossConfig:
     """Weights and parameters of the inversion objective (a weight of 0 turns a term off)."""
 
-    mask_weight: float = 10.0        # Chamfer mask loss
-    pixel_weight: float = 1.0        # pixel-level Chamfer texture loss
+    mask_weight: float = 10.0        # the mask term (mask_loss)
+    pixel_weight: float = 1.0        # the pixel-level texture term (texture_loss)
     feature_weight: float = 0.04     # VGG-19 feature-level Chamfer texture loss
     smoothness_weight: float = 0.0   # off in the paper's inversion (5e-5 when on)
     nll_weight: float = 0.05         # latent norm
@@ -87,6 +87,16 @@ class InversionLossConfig:
     # in summary.json (`left_out`) and report.md; "random" computes it with random VGG weights
     # (tests and smoke runs only: the term is then meaningless; recorded as `random_weights`).
     on_missing_vgg: Literal["error", "skip", "random"] = "error"
+    # The paper's loss ablation (docs/method.md section 7); the paper's loss is chamfer / chamfer.
+    # texture_loss, the pixel-level texture term: "chamfer" (the pixel-level Chamfer texture loss),
+    # "l1" (mean |rendering - input| over the target mask), "contextual" (Mechrez et al. 2018 on the
+    # foreground colours, with contextual_bandwidth h and contextual_eps).
+    texture_loss: Literal["chamfer", "l1", "contextual"] = "chamfer"
+    # mask_loss: "chamfer" (projected vertices vs. mask pixels) or "raster" (1 - soft IoU of the
+    # renderer's soft silhouette and the mask).
+    mask_loss: Literal["chamfer", "raster"] = "chamfer"
+    contextual_bandwidth: float = 0.5
+    contextual_eps: float = 1e-5
 
     RUN_ONLY = ("chunk_size",)  # how much is computed at once, not what
 
@@ -94,6 +104,8 @@ class InversionLossConfig:
         weights = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)]
         check(self, weights, _finite_at_least_zero, "a finite number >= 0")
         at_least(self, 1, "subsample_points", "chunk_size")
+        check(self, ("contextual_bandwidth", "contextual_eps"), lambda v: math.isfinite(v) and v > 0,
+              "a finite number > 0")
 
 
 @dataclass

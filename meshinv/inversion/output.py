@@ -19,6 +19,8 @@ init_batch_size, loss.chunk_size, recompute_target_features), the template, the 
 checkpoint's content (sha256, so moving the file is fine), and the loss terms left out for lack of
 weights (`loss.on_missing_vgg: skip`: the same config computes another loss where VGG is missing).
 Any job key (data, limit, image_ids, batch_size, export, tensorboard, out_dir, ...) may change.
+A setting added to the algorithm after results were recorded is absent from their record; it matches
+the value that reproduces them (`ADDED_SETTINGS`), so a new option does not lock older folders out.
 """
 
 from __future__ import annotations
@@ -57,6 +59,16 @@ _RANK_PART = re.compile(r"(summary|log)\.rank\d+\.(json|txt)")  # rank_file()'s 
 _MAX_NAME_BYTES = 255         # the longest file name common file systems take
 _CHECKPOINT_KEY = "generator checkpoint sha256"
 _LEFT_OUT_KEY = "loss terms left out for lack of weights"
+# Algorithm settings added after results were first recorded, each with the value that computes what
+# was computed before it existed: a record without the key was made with that value.
+ADDED_SETTINGS: dict[str, object] = {
+    "inversion.select_shortlist": 0,
+    "inversion.select_prescore_size": None,
+    "inversion.loss.texture_loss": "chamfer",
+    "inversion.loss.mask_loss": "chamfer",
+    "inversion.loss.contextual_bandwidth": 0.5,
+    "inversion.loss.contextual_eps": 1e-5,
+}
 
 
 class OutputFolderError(RuntimeError):
@@ -256,6 +268,7 @@ class OutputFolder:
             log.warning("%s holds %d results but no record of their settings: they are kept as they are",
                         self.path, len(finished))
         elif finished:
+            previous = {**ADDED_SETTINGS, **previous}
             keys = previous.keys() | current.keys()
             if _CHECKPOINT_KEY not in previous:  # an older folder: its checkpoint content is unknown
                 keys.discard(_CHECKPOINT_KEY)
