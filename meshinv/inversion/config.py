@@ -198,7 +198,7 @@ class RefineConfig:
     lr: float = 0.01
     mask_weight: float = 10.0
     smoothness_weight: float = 1.0e-3
-    closeness_weight: float = 1.0
+    closeness_weight: float = 10.0
     # texture: a texel takes image colour where its point on the mesh is visible (within
     # depth_tolerance NDC of the nearest surface), faces the camera (normal z > min_facing) and lands
     # on the target mask eroded by mask_erode px; its weight grows from 0 at min_facing to 1 at
