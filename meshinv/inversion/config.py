@@ -204,10 +204,10 @@ class RefineConfig:
     # on the target mask eroded by mask_erode px; its weight grows from 0 at min_facing to 1 at
     # full_facing, and ramps up over `feather` texels from the seen region's border (UV space).
     min_facing: float = 0.2
-    full_facing: float = 0.7
+    full_facing: float = 0.9
     depth_tolerance: float = 0.02
-    mask_erode: int = 1
-    feather: int = 4
+    mask_erode: int = 2
+    feather: int = 8
     # Symmetric templates: a seen texel's colour also goes to its mirror texel (the other side of
     # the object) where that is seen less squarely.
     mirror: bool = True
