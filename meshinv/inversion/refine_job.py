@@ -205,13 +205,10 @@ class RefineJob:
             if not all(torch.isfinite(t).all() for t in (refined.texture, refined.vertices)):
                 self._fail(record.image_id, "the refinement diverged: non-finite texture or vertices")
                 continue
-            try:
-                self.writer.write(self.output.result_folder(record.image_id), refined, prepared,
-                                  refinement.render[i].cpu(), refinement.render_mask[i].cpu())
-            except OSError:
-                raise
-            except Exception as err:  # noqa: BLE001 -- one image's outputs could not be made
-                self._fail(record.image_id, f"writing the results failed: {error_reason(err)}")
+            problem = self.writer.try_write(self.output.result_folder(record.image_id), refined, prepared,
+                                            refinement.render[i].cpu(), refinement.render_mask[i].cpu())
+            if problem is not None:
+                self._fail(record.image_id, problem)
                 continue
             self.entries[record.image_id] = summary_entry(refined)
 

@@ -120,6 +120,18 @@ class ResultWriter:
             save_gif(folder / "turntable.gif", frames, export.turntable_ms_per_frame)
         record.save(folder / RESULT_FILE)
 
+    def try_write(self, folder: Path, record: InversionRecord, prepared: PreparedSample, render: torch.Tensor,
+                  render_mask: torch.Tensor) -> Optional[str]:
+        """write(), or why this image's outputs could not be made. An OSError (disk full,
+        permissions) is the folder's, not the image's: it is raised."""
+        try:
+            self.write(folder, record, prepared, render, render_mask)
+        except OSError:
+            raise
+        except Exception as err:  # noqa: BLE001 -- one image's outputs could not be made
+            return f"writing the results failed: {error_reason(err)}"
+        return None
+
 
 def read_sample(dataset: ImageDataset, index: int, image_size: int) -> Sample:
     """Sample `index` of the dataset as the inversion takes it (cropped at the working resolution
@@ -411,13 +423,10 @@ class InversionRun:
                 camera_source=prepared.camera_source, camera_init_score=prepared.camera_score,
                 crop=to_dict(self.inverter.cfg.crop), refine=result.refine[i] if result.refine else {},
             )
-            try:
-                self.writer.write(self.output.result_folder(sample.image_id), record, prepared, result.render[i],
-                                  result.render_mask[i])
-            except OSError:
-                raise
-            except Exception as err:  # noqa: BLE001 -- one image's outputs could not be made
-                self._fail(sample.image_id, f"writing the results failed: {error_reason(err)}")
+            problem = self.writer.try_write(self.output.result_folder(sample.image_id), record, prepared,
+                                            result.render[i], result.render_mask[i])
+            if problem is not None:
+                self._fail(sample.image_id, problem)
                 continue
             self.entries[sample.image_id] = summary_entry(record)
 
