@@ -39,10 +39,10 @@ from typing import Iterator, Optional
 
 from ..data.datasets import dataset_root, detect_kind
 from ..data.sample import DataError
-from ..utils.config import flatten_config, run_only_settings
+from ..utils.config import flatten_config, run_only_settings, to_dict
 from ..utils.distributed import SINGLE_PROCESS, DistributedContext, barrier, launched_job_id, run_on_main
 from ..utils.io import file_sha256, json_text, remove_stale_temp_files, save_json
-from .config import InversionConfig
+from .config import InversionConfig, RefineConfig
 from .results import RUN_CONFIG_FILE, finished_ids, saved_run_config
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ ADDED_SETTINGS: dict[str, object] = {
     "inversion.loss.mask_loss": "chamfer",
     "inversion.loss.contextual_bandwidth": 0.5,
     "inversion.loss.contextual_eps": 1e-5,
+    # the refinement (off) and its knobs
+    **{f"inversion.refine.{key}": value for key, value in flatten_config(to_dict(RefineConfig())).items()},
 }
 
 
@@ -260,8 +262,11 @@ class OutputFolder:
         """The resume guard (see the module doc): raise OutputFolderError naming every setting that
         differs from those of the finished results in OUT; otherwise record the current ones.
         left_out: loss terms left out for lack of weights (compared too)."""
+        self.check_and_record(result_settings(config, file_sha256(checkpoint), left_out))
+
+    def check_and_record(self, current: dict[str, object]) -> None:
+        """The resume guard on result settings already computed (result_settings)."""
         self._require_lock()
-        current = result_settings(config, file_sha256(checkpoint), left_out)
         previous = self.recorded_settings()
         finished = self.finished_ids()
         if finished and previous is None:
