@@ -146,6 +146,19 @@ def test_the_texture_stage_takes_seen_colours_and_keeps_unseen_texels_exactly(te
     assert border.any() and w[border].max() <= 1 / 3 + 1e-6
 
 
+def test_the_texture_strength_scales_the_blend_weight(template):
+    _, vertices, image, mask = known_scene(template)
+    generated = torch.full((1, 3, 64, 64), -0.5)
+    _, full = refine_texture(image, mask, SIDE, vertices, generated, template, RefineConfig(texture=True))
+    blended, half = refine_texture(image, mask, SIDE, vertices, generated, template,
+                                   RefineConfig(texture=True, texture_strength=0.5))
+    assert torch.equal(half, full * 0.5)   # a power of two: exact
+    kept, none = refine_texture(image, mask, SIDE, vertices, generated, template,
+                                RefineConfig(texture=True, texture_strength=0.0))
+    assert none.max() == 0 and torch.equal(kept, generated)
+    assert (blended - generated).abs().max() > 0.1
+
+
 def test_occluded_and_background_pixels_give_no_colour(template):
     _, vertices, image, mask = known_scene(template)
     empty = torch.zeros_like(mask)
@@ -228,6 +241,7 @@ def test_older_folders_resume_with_the_refinement_off_and_refuse_it_on(tmp_path)
     ("full_facing", 0.1, "inversion.refine.full_facing must be above min_facing"),
     ("min_facing", 1.5, "inversion.refine.min_facing"),
     ("lr", float("nan"), "inversion.refine.lr"),
+    ("texture_strength", 1.5, "inversion.refine.texture_strength"),
 ])
 def test_bad_refine_settings_are_named(key, value, message):
     with pytest.raises(SettingError, match=message.replace(".", r"\.")):

@@ -211,6 +211,9 @@ class RefineConfig:
     # Symmetric templates: a seen texel's colour also goes to its mirror texel (the other side of
     # the object) where that is seen less squarely.
     mirror: bool = True
+    # The largest blend weight: image colour and generated colour mixed where a texel is seen best.
+    # Below 1 a colour the camera or mesh put on a slightly wrong texel counts less.
+    texture_strength: float = 1.0
 
     @property
     def enabled(self) -> bool:
@@ -222,6 +225,7 @@ class RefineConfig:
         check(self, ("lr", "mask_weight", "smoothness_weight", "closeness_weight", "depth_tolerance"),
               _finite_at_least_zero, "a finite number >= 0")
         within(self, -1, 1, "min_facing", "full_facing")  # cosines
+        within(self, 0, 1, "texture_strength")
         require(self.full_facing > self.min_facing, "full_facing",
                 f"must be above min_facing ({self.min_facing}), got {self.full_facing}")
 

@@ -167,7 +167,7 @@ def blend_weights(images: torch.Tensor, masks: torch.Tensor, cameras: torch.Tens
             take = weight[..., mirror] > weight
             colours = torch.where(take, colours[..., mirror], colours)
             weight = torch.where(take, weight[..., mirror], weight)
-        weight = weight * inward_ramp(weight > 0, cfg.feather).to(weight.dtype)
+        weight = weight * inward_ramp(weight > 0, cfg.feather).to(weight.dtype) * cfg.texture_strength
     return colours, weight
 
 
