@@ -22,7 +22,6 @@ of its terms). --set changes the inversion settings (e.g. --set inversion.loss.m
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -112,7 +111,9 @@ def main() -> None:
                "from_oracle_loss_below_inversion": sum(r["from_oracle"]["loss"] < r["inversion"]["loss"] for r in rows),
                "per_image": rows}
     save_json(args.out, summary)
-    print(json.dumps({k: v for k, v in summary.items() if k != "per_image"}, indent=2))
+    for key, value in summary.items():
+        if key != "per_image":
+            print(f"{key}: {value}")
 
 
 if __name__ == "__main__":

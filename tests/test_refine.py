@@ -122,7 +122,7 @@ def test_the_inward_ramp_is_zero_outside_and_climbs_at_most_one_step_per_texel()
 def test_the_texture_stage_takes_seen_colours_and_keeps_unseen_texels_exactly(template, mirror):
     true_texture, vertices, image, mask = known_scene(template)
     generated = torch.full_like(true_texture, -0.5)
-    cfg = RefineConfig(texture=True, feather=3, mirror=mirror)
+    cfg = RefineConfig(texture=True, feather=3, mirror=mirror, texture_strength=1.0)
     blended, weight = refine_texture(image, mask, SIDE, vertices, generated, template, cfg)
     assert weight.min() >= 0 and weight.max() <= 1
     unseen = (weight == 0).expand_as(blended)
@@ -149,7 +149,8 @@ def test_the_texture_stage_takes_seen_colours_and_keeps_unseen_texels_exactly(te
 def test_the_texture_strength_scales_the_blend_weight(template):
     _, vertices, image, mask = known_scene(template)
     generated = torch.full((1, 3, 64, 64), -0.5)
-    _, full = refine_texture(image, mask, SIDE, vertices, generated, template, RefineConfig(texture=True))
+    _, full = refine_texture(image, mask, SIDE, vertices, generated, template,
+                             RefineConfig(texture=True, texture_strength=1.0))
     blended, half = refine_texture(image, mask, SIDE, vertices, generated, template,
                                    RefineConfig(texture=True, texture_strength=0.5))
     assert torch.equal(half, full * 0.5)   # a power of two: exact
@@ -254,7 +255,8 @@ def test_the_script_refines_a_run_folder_that_evaluate_reads(samples, tmp_path):
     save_generator_checkpoint(checkpoint, tiny_generator())
     run, out = tmp_path / "run", tmp_path / "refined"
     result = subprocess.run(_script(split, run, checkpoint, "--set", "inversion.iterations=[2,2]",
-                                    "--set", "inversion.export.turntable_frames=0"),
+                                    "--set", "inversion.export.turntable_frames=0",
+                                    "--set", "inversion.refine.texture=false", "--set", "inversion.refine.shape=false"),
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     refine = [sys.executable, "scripts/refine.py", "--run", str(run), "--out", str(out)]

@@ -212,8 +212,9 @@ class RefineConfig:
     # the object) where that is seen less squarely.
     mirror: bool = True
     # The largest blend weight: image colour and generated colour mixed where a texel is seen best.
-    # Below 1 a colour the camera or mesh put on a slightly wrong texel counts less.
-    texture_strength: float = 1.0
+    # Below 1 a colour the camera or mesh put on a slightly wrong texel counts less: at 1 the UV
+    # error against the true texture went up, at 0.5 down (bench/RESULTS.md, "Refinement").
+    texture_strength: float = 0.5
 
     @property
     def enabled(self) -> bool:
