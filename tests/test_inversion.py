@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -231,6 +232,16 @@ def _script(data, out, checkpoint, *extra, device="cpu"):
     return args + list(extra)
 
 
+def _evaluate(results, data) -> dict:
+    """scripts/evaluate.py on a tiny run folder (small novel views, no grid): its metrics.json."""
+    evaluation = subprocess.run(
+        [sys.executable, "scripts/evaluate.py", "--config", "configs/synthetic.yaml", "--results", str(results),
+         "--data", str(data), "--set", "device=cpu", "--set", "evaluation.novel_view_size=32",
+         "--set", "evaluation.grid_rows=0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert evaluation.returncode == 0, evaluation.stderr
+    return json.loads((Path(results) / "metrics.json").read_text())
+
+
 def test_invert_script_outputs_bad_images_and_sigkill_resume(split, tmp_path):
     data = tmp_path / "data"
     import shutil
@@ -318,12 +329,7 @@ def test_the_demo_config_runs_the_full_loss_where_vgg_is_obtainable_and_says_wha
         assert piece in summary["left_out"]["feature"], piece
     assert "feature" not in load_record(out / "test_00000").losses
     assert json.loads((out / "settings.json").read_text())["loss terms left out for lack of weights"] == ["feature"]
-    evaluation = subprocess.run(
-        [sys.executable, "scripts/evaluate.py", "--config", "configs/synthetic.yaml", "--results", str(out),
-         "--data", str(split), "--set", "device=cpu", "--set", "evaluation.novel_view_size=32",
-         "--set", "evaluation.grid_rows=0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert evaluation.returncode == 0, evaluation.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = _evaluate(out, split)
     assert metrics["inversion_left_out"] == summary["left_out"]
     report = (out / "report.md").read_text()
     assert "not the paper's full loss" in report and "- feature: left out; VGG-19 weights unavailable" in report

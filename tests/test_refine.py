@@ -31,7 +31,7 @@ from meshinv.render import MeshRenderer
 from meshinv.render.texels import texel_surface
 from meshinv.utils.config import SettingError, to_dict
 from meshinv.utils.io import save_torch
-from test_inversion import SIZE, _script, stack, tiny_config, tiny_generator
+from test_inversion import SIZE, _evaluate, _script, stack, tiny_config, tiny_generator
 
 IMAGE = 64
 # A side view (90 degrees about y) at scale 0.7: the mirror plane is seen edge-on, one side squarely.
@@ -278,10 +278,5 @@ def test_the_script_refines_a_run_folder_that_evaluate_reads(samples, tmp_path):
         assert after.seconds == pytest.approx(before.seconds + after.refine["seconds"])
         for name in ("input.png", "target_mask.png", "render.png", "pred_mask.png", "mesh.obj"):
             assert (out / image_id / name).is_file(), name
-    evaluation = subprocess.run(
-        [sys.executable, "scripts/evaluate.py", "--config", "configs/synthetic.yaml", "--results", str(out),
-         "--data", str(split), "--set", "device=cpu", "--set", "evaluation.novel_view_size=32",
-         "--set", "evaluation.grid_rows=0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert evaluation.returncode == 0, evaluation.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = _evaluate(out, split)
     assert len(metrics["per_image"]) == 2
