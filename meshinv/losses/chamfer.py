@@ -26,6 +26,7 @@ and D_c = |c_a - c_b|^2 the squared distance of colours or features:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -151,13 +152,22 @@ class SpatialWeighting:
     w(D_s) = relu((eps + k D_s)^alpha - 1) + 1 with eps = 1 - (2 k xy_threshold)^2, so w = 1 for
     pairs closer than 2 sqrt(k) xy_threshold (0.32 in [-1, 1] units, 41 pixels at 256 x 256, by
     default) and grows with the distance beyond. For xy_threshold = 0 (eps = 1) this equals the
-    original's other branch, (1 + k D_s)^alpha, since D_s >= 0.
+    original's other branch, (1 + k D_s)^alpha, since D_s >= 0. k, alpha and rgb_eps must be >= 0:
+    then w >= 1 never decreases with the distance, which the pruned search relies on.
     """
 
     xy_threshold: float = 0.16
     k: float = 1.0
     alpha: float = 1.0
     rgb_eps: float = 1.0  # added to the colour/feature distance so that w matters for equal colours
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.xy_threshold):
+            raise ValueError(f"xy_threshold must be a finite number, got {self.xy_threshold!r}")
+        for name in ("k", "alpha", "rgb_eps"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} of the spatial weighting must be a finite number >= 0, got {value!r}")
 
     @property
     def eps(self) -> float:
@@ -166,19 +176,54 @@ class SpatialWeighting:
     def weight(self, squared_xy_distance: torch.Tensor) -> torch.Tensor:
         return self.weight_from_base_(self.eps + self.k * squared_xy_distance)
 
-    def weight_from_base_(self, base: torch.Tensor) -> torch.Tensor:
+    def weight_from_base_(self, base: torch.Tensor, fast_pow: bool = False) -> torch.Tensor:
         """w from base = eps + k D_s, in place when base does not require grad.
 
         relu(x - 1) + 1 == max(x, 1). A negative base (possible only for xy_threshold >= 1/(2k))
         is treated as 0, i.e. w = 1, where the original's pow would give NaN for fractional alpha.
+        fast_pow: torch's vectorised pow, whose last bit can depend on where an element sits in the
+        tensor (see _pointwise_pow); fine for the search's tiles, which only select candidates.
         """
         if self.alpha == 1:
             return base.clamp_min_(1.0) if not base.requires_grad else base.clamp_min(1.0)
-        return base.clamp_min(0.0).pow(self.alpha).clamp_min(1.0)
+        if fast_pow and not base.requires_grad:
+            return base.clamp_min_(0.0).pow_(self.alpha).clamp_min_(1.0)
+        return _pointwise_pow(base.clamp_min(0.0), self.alpha).clamp_min(1.0)
 
     def cost(self, squared_xy_distance: torch.Tensor, squared_value_distance: torch.Tensor) -> torch.Tensor:
         return self.weight(squared_xy_distance) * (squared_value_distance + self.rgb_eps)
 
+
+def _pointwise_pow(base: torch.Tensor, exponent: float) -> torch.Tensor:
+    """base ** exponent with every element through the same routine.
+
+    On the CPU, pow of a contiguous tensor runs a vectorised routine on the body and the C library's
+    pow on the tail; they differ in the last bit for some inputs, so a pair's cost would depend on
+    its place in the tensor, and the search's exact decisions would not be exact. A strided input
+    takes the scalar loop for every element. (CUDA has one routine.)
+    """
+    if base.device.type != "cpu":
+        return base.pow(exponent)
+    return torch.stack([base, base], dim=-1)[..., 0].pow(exponent)
+
+
+def _pair_cost(query: torch.Tensor, reference: torch.Tensor, query_pos: Optional[torch.Tensor],
+               reference_pos: Optional[torch.Tensor], weighting: Optional[SpatialWeighting]) -> torch.Tensor:
+    """Cost of matched pairs: inputs (..., n, C) / (..., n, 2) with pair i in row i -> (..., n).
+
+    The one definition of a pair's cost: the search decides with it and the losses report it. Each
+    pair's value depends only on the pair (elementwise ops and sums over a contiguous last axis,
+    whose order torch keeps per row), so every path that evaluates a pair gets the same bits.
+    """
+    value_distance = ((query - reference) ** 2).sum(-1)
+    if weighting is None:
+        return value_distance
+    # The spatial term selects which points may match; it is not optimised (SPEC section 7).
+    xy_distance = ((query_pos.detach() - reference_pos.detach()) ** 2).sum(-1)
+    return weighting.cost(xy_distance, value_distance)
+
+
+# -- the nearest-neighbour search ------------------------------------------------------------------
 
 def _invalid_marker(dtype: torch.dtype) -> float:
     """A finite stand-in for +inf for padded points: larger than any real cost, and several of
@@ -208,44 +253,433 @@ def _augment_reference(y: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.
     return torch.cat([-2 * y, torch.ones_like(norm), norm], dim=-1).transpose(1, 2).contiguous()
 
 
-def _pair_cost(query: torch.Tensor, reference: torch.Tensor, query_pos: Optional[torch.Tensor],
-               reference_pos: Optional[torch.Tensor], weighting: Optional[SpatialWeighting]) -> torch.Tensor:
-    """Cost of matched pairs: inputs (B, n, C) / (B, n, 2) with pair i in row i -> (B, n)."""
-    value_distance = ((query - reference) ** 2).sum(-1)
-    if weighting is None:
-        return value_distance
-    # The spatial term selects which points may match; it is not optimised (SPEC section 7).
-    xy_distance = ((query_pos.detach() - reference_pos.detach()) ** 2).sum(-1)
-    return weighting.cost(xy_distance, value_distance)
+def _tile_cost(query_rows: torch.Tensor, reference_cols: torch.Tensor, query_xy_rows: Optional[torch.Tensor],
+               reference_xy_cols: Optional[torch.Tensor], weighting: Optional[SpatialWeighting],
+               cost_out: torch.Tensor, base_out: Optional[torch.Tensor]) -> torch.Tensor:
+    """Expanded-form costs of a tile, (T, r, C+2) x (T, C+2, c) -> (T, r, c), written into cost_out."""
+    cost = torch.bmm(query_rows, reference_cols, out=cost_out)
+    if weighting is not None:
+        base = torch.bmm(query_xy_rows, reference_xy_cols, out=base_out)
+        cost.mul_(weighting.weight_from_base_(base, fast_pow=True))
+    return cost
 
 
-_GROUP = 64  # columns per group in _min_along_rows
+_GROUP = 64  # columns per group in _row_minima
 _TILE_ROWS = 64  # preferred query rows per tile: amortises per-call overhead and running-min merges
 
 
-def _tile_shape(batch: int, num_query: int, num_reference: int, chunk_size: int) -> tuple[int, int]:
-    """(columns, rows) of a tile: about chunk_size pairs over the batch, columns a multiple of _GROUP."""
-    columns = chunk_size // (max(batch, 1) * min(num_query, _TILE_ROWS))
+def _tile_shape(batch: int, num_query: int, num_reference: int, chunk_size: int, both_directions: bool
+                ) -> tuple[int, int]:
+    """(columns, rows) of a tile: about chunk_size pairs over the batch, columns a multiple of _GROUP.
+
+    For both directions, rows are a multiple of _GROUP too, and about as many as columns, so that
+    the reverse direction's minima (over rows) also look inside few groups (see _at_most).
+    """
+    per_image = max(1, chunk_size // max(batch, 1))
+    if both_directions and num_query > _GROUP:
+        rows = min(max(_GROUP, math.isqrt(per_image) // _GROUP * _GROUP), num_query // _GROUP * _GROUP)
+        columns = max(_GROUP, per_image // rows // _GROUP * _GROUP)
+        return min(columns, num_reference), rows
+    columns = per_image // min(num_query, _TILE_ROWS)
     columns = max(_GROUP, columns - columns % _GROUP)
     columns = min(columns, num_reference)
-    rows = max(1, chunk_size // (max(batch, 1) * columns))
+    rows = max(1, per_image // columns)
     return columns, rows
 
 
-def _min_along_rows(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """cost.min(dim=2) for (B, r, c) tiles, same values and (first) indices, ~4x faster on CPU.
-
-    torch.min with indices is a scalar loop on the CPU (~1 ns per element), while amin is
-    vectorised (~0.1 ns). So: amin over groups of _GROUP columns, index-tracking min over the
-    c / _GROUP group minima, then over the winning group's members only.
-    """
+def _row_minima(cost: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(T, r, c) tile -> its row minima (T, r) and, when c is a multiple of _GROUP, the minima of each
+    group of _GROUP columns (T, r, c / _GROUP), which let _at_most look inside few groups only."""
     batch, rows, columns = cost.shape
     if columns % _GROUP or columns == _GROUP:
-        return cost.min(dim=2)
-    groups = cost.view(batch, rows, columns // _GROUP, _GROUP)
-    minimum, group = groups.amin(dim=3).min(dim=2)
-    members = groups.gather(2, group[:, :, None, None].expand(-1, -1, 1, _GROUP)).squeeze(2)
-    return minimum, group * _GROUP + members.argmin(dim=2)
+        return cost.amin(dim=2), None
+    groups = columns // _GROUP
+    if cost.stride(2) == 1:
+        group_min = cost.unflatten(2, (groups, _GROUP)).amin(dim=3)
+    else:  # a transposed tile: reduce in memory order (along the strided axis it is ~40x slower)
+        group_min = cost.transpose(1, 2).unflatten(1, (groups, _GROUP)).amin(dim=2).transpose(1, 2)
+    return group_min.amin(dim=2), group_min
+
+
+def _at_most(cost: torch.Tensor, threshold: torch.Tensor, group_min: Optional[torch.Tensor]
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(t, i, j) of the tile elements with cost[t, i, j] <= threshold[t, i]."""
+    if group_min is None:
+        return (cost <= threshold[..., None]).nonzero(as_tuple=True)
+    t, i, g = (group_min <= threshold[..., None]).nonzero(as_tuple=True)
+    columns = cost.shape[2]
+    members = cost.unflatten(2, (columns // _GROUP, _GROUP))[t, i, g]
+    k, m = (members <= threshold[t, i, None]).nonzero(as_tuple=True)
+    return t[k], i[k], g[k] * _GROUP + m
+
+
+_NO_INDEX = torch.iinfo(torch.long).max
+
+
+class _RunningMinimum:
+    """One direction of a search, per point (flat id image * N + index, plus one slot at the end for
+    padding): the smallest expanded-form cost seen (`tile`), the candidates nominated so far, and,
+    once decided, the first partner of smallest exact cost (`partner`, _NO_INDEX if none)."""
+
+    def __init__(self, size: int, relative: float, absolute: float, dtype: torch.dtype, device: torch.device):
+        """size: number of points + 1; relative, absolute: the candidate slack (_candidate_slack)."""
+        self.relative, self.absolute = relative, absolute
+        self.tile = torch.full((size,), float("inf"), dtype=dtype, device=device)
+        self.partner = torch.full((size,), _NO_INDEX, dtype=torch.long, device=device)
+        self.candidates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def threshold(self, ids: torch.Tensor) -> torch.Tensor:
+        """Candidate threshold at ids; also an upper bound on their points' smallest exact cost."""
+        return self.tile.take(ids).mul_(1 + self.relative).add_(self.absolute * (2 + self.relative))
+
+    def merge_tile(self, ids: torch.Tensor, minima: torch.Tensor) -> torch.Tensor:
+        """Fold in a tile's minima (same shape as ids); return the threshold at ids."""
+        self.tile.scatter_reduce_(0, ids.reshape(-1), minima.reshape(-1), "amin")
+        return self.threshold(ids)
+
+    def nominate(self, ids: torch.Tensor, partners: torch.Tensor, tile_costs: torch.Tensor) -> None:
+        self.candidates.append((ids, partners, tile_costs))
+
+    def decide(self, exact_cost) -> None:
+        """Keep the candidates still within the (final) threshold, and take the lexicographic
+        (exact cost, partner) minimum per point. exact_cost(ids, partners) -> (costs, keep)."""
+        if not self.candidates:
+            return
+        ids, partners, tile_costs = (torch.cat(parts) for parts in zip(*self.candidates))
+        self.candidates = []
+        near = tile_costs <= self.threshold(ids)
+        ids, partners = ids[near], partners[near]
+        cost, keep = exact_cost(ids, partners)
+        ids, partners, cost = ids[keep], partners[keep], cost[keep]
+        best = torch.full_like(self.tile, float("inf")).scatter_reduce_(0, ids, cost, "amin")
+        winner = cost == best[ids]
+        self.partner.scatter_reduce_(0, ids[winner], partners[winner], "amin")
+
+    def indices(self, batch: int, length: int, partner_length: int) -> torch.Tensor:
+        """(batch, length) partner index within its image; 0 where no valid partner was found."""
+        partner = self.partner[:-1].view(batch, length)
+        offset = torch.arange(batch, device=partner.device)[:, None] * partner_length
+        return torch.where(partner == _NO_INDEX, torch.zeros_like(partner), partner - offset)
+
+
+def _largest_norm(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, N, C) -> (B,) largest |x| over the valid points, in float64."""
+    squared = torch.where(valid, points.detach().double().square().sum(-1), 0.0)
+    return squared.amax(dim=1).sqrt() if points.shape[1] else squared.new_zeros(points.shape[0])
+
+
+def _candidate_slack(query: torch.Tensor, reference: torch.Tensor, query_valid: torch.Tensor,
+                     reference_valid: torch.Tensor, query_pos: Optional[torch.Tensor],
+                     reference_pos: Optional[torch.Tensor], weighting: Optional[SpatialWeighting]
+                     ) -> tuple[float, float]:
+    """(relative, absolute), for the whole batch: a pair with the smallest exact cost of its point has an
+    expanded-form cost <= (m + absolute) (1 + relative) + absolute, where m is the smallest
+    expanded-form cost seen for that point (over any subset of partners that includes the pair).
+
+    Error bounds, with u the unit roundoff, c the cost in exact arithmetic of the stored inputs, V =
+    |x - y|^2 + rgb_eps >= rgb_eps, B = eps + k D_s and W = max(B, 1)^alpha >= 1 (so c = W V):
+    - the expanded form of V (norms, then a matmul of C + 2 terms in any order, FMA or not) is off
+      by at most (2C + 8) u_mm S_V, S_V = (max|x| + max|y|)^2 + rgb_eps; B likewise with C = 2 and
+      S_B = k (max|p| + max|q|)^2 + |eps|, at most 12 u_mm S_B;
+    - the exact form (differences) of V has a relative error <= (C + 4) u, B an absolute one <= 8 u S_B;
+    - an error dB in B moves W by a factor <= 1 + alpha (1 + dB)^max(alpha - 1, 0) dB (W >= 1), pow
+      adds <= 16 u (libm and CUDA are within a few ulp), the final product u;
+    - W dV <= c dV / rgb_eps, since V >= rgb_eps (rgb_eps = 0: W <= its largest value instead).
+    So the expanded cost is within c a_mm + d of c, the exact one within c a_ex, and for the exact
+    minimiser b* of a point and the expanded minimiser b', c_mm(b*) <= (c_mm(b') + d) (1 + a_ex)
+    (1 + a_mm) / ((1 - a_ex)(1 - a_mm)) + d. The bounds are loose by a factor of 2 or more, which
+    only adds a few candidates.
+    """
+    dtype = query.dtype
+    u = torch.finfo(dtype).eps / 2
+    u_mm = u
+    if dtype == torch.float32 and (torch.get_float32_matmul_precision() != "highest"
+                                   or (query.is_cuda and torch.backends.cuda.matmul.allow_tf32)):
+        u_mm = max(u, 2.0 ** -8)  # TF32 or bfloat16 inside the matmul
+    channels = query.shape[-1]
+    rgb_eps = weighting.rgb_eps if weighting is not None else 0.0
+    value_scale = (_largest_norm(query, query_valid) + _largest_norm(reference, reference_valid)) ** 2 + rgb_eps
+    value_error = (2 * channels + 8) * u_mm * value_scale
+    exact_relative = torch.full_like(value_scale, (channels + 4) * u + 2 * u)
+    largest_weight = torch.ones_like(value_scale)
+    if weighting is not None:
+        reach = (_largest_norm(query_pos, query_valid) + _largest_norm(reference_pos, reference_valid)) ** 2
+        base_scale = weighting.k * reach + abs(weighting.eps)
+        alpha = weighting.alpha
+        pow_error = 0.0 if alpha == 1 else 16 * u
+
+        def weight_error(base_error):
+            return alpha * (1 + base_error) ** max(alpha - 1, 0.0) * base_error + pow_error
+
+        matmul_weight = weight_error(12 * u_mm * base_scale)
+        exact_relative = exact_relative + weight_error(8 * u * base_scale)
+        largest_weight = (max(weighting.eps, 0.0) + weighting.k * reach).clamp_min(1.0) ** alpha
+    else:
+        matmul_weight = torch.zeros_like(value_scale)
+    if rgb_eps > 0:
+        matmul_relative = value_error / rgb_eps + matmul_weight * (1 + value_error / rgb_eps) + 2 * u
+        absolute = torch.zeros_like(value_scale)
+    else:
+        matmul_relative = matmul_weight + 2 * u
+        absolute = 2 * largest_weight * (1 + matmul_weight) * value_error
+    exact_relative, matmul_relative = float(exact_relative.max()), float(matmul_relative.max())
+    if max(exact_relative, matmul_relative) >= 0.25:  # magnitudes that float rounding swamps: all are candidates
+        return 1e30, math.inf
+    ratio = (1 + exact_relative) * (1 + matmul_relative) / ((1 - exact_relative) * (1 - matmul_relative))
+    # 2x the bound, plus room for the rounding of the threshold's own arithmetic.
+    return 2 * (ratio - 1) + 8 * u, 2 * float(absolute.max())
+
+
+class _Search:
+    """One nearest-neighbour search: tiles of expanded-form costs come in (visit), exact decisions
+    come out (result). A tile only nominates candidates, the elements within the slack of the
+    smallest expanded cost seen for their point; at the end, the candidates still within the slack
+    of the final smallest one get their exact cost (_pair_cost), and each point takes the first
+    partner of smallest exact cost. So the result is the first minimiser of the exact cost over all
+    partners, whatever tiles were visited in whatever order, as long as every partner that could be
+    a minimiser was in some tile."""
+
+    def __init__(self, query, reference, query_valid, reference_valid, query_pos, reference_pos, weighting,
+                 both_directions):
+        batch, num_query, channels = query.shape
+        num_reference = reference.shape[1]
+        self.batch, self.num_query, self.num_reference = batch, num_query, num_reference
+        self.weighting = weighting
+        self.query_values = query.reshape(-1, channels)
+        self.reference_values = reference.reshape(-1, channels)
+        self.query_xy = query_pos.reshape(-1, 2) if weighting is not None else None
+        self.reference_xy = reference_pos.reshape(-1, 2) if weighting is not None else None
+        padding = torch.zeros(1, dtype=torch.bool, device=query.device)
+        self.query_valid = torch.cat([query_valid.reshape(-1), padding])
+        self.reference_valid = torch.cat([reference_valid.reshape(-1), padding])
+        slack = _candidate_slack(query, reference, query_valid, reference_valid, query_pos, reference_pos, weighting)
+        state = dict(dtype=query.dtype, device=query.device)
+        self.forward = _RunningMinimum(batch * num_query + 1, *slack, **state)
+        self.reverse = _RunningMinimum(batch * num_reference + 1, *slack, **state) if both_directions else None
+        self.pairs = torch.zeros(batch, dtype=torch.long, device=query.device)
+
+    def visit(self, cost: torch.Tensor, query_ids: torch.Tensor, reference_ids: torch.Tensor) -> None:
+        """cost (T, r, c) of tile t's query ids (T, r) against its reference ids (T, c)."""
+        directions = [(self.forward, cost, query_ids, reference_ids)]
+        if self.reverse is not None:
+            directions.append((self.reverse, cost.transpose(1, 2), reference_ids, query_ids))
+        for minimum, tile, ids, partners in directions:
+            row_min, group_min = _row_minima(tile)
+            threshold = minimum.merge_tile(ids, row_min)
+            if bool((row_min <= threshold).any()):  # most tiles of a search nominate no one
+                t, i, j = _at_most(tile, threshold, group_min)
+                minimum.nominate(ids[t, i], partners[t, j], tile[t, i, j])
+
+    def _exact_cost(self, queries: torch.Tensor, references: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = self.query_valid[queries] & self.reference_valid[references]
+        queries, references = queries.where(keep, 0), references.where(keep, 0)  # padding slots: any real row
+        xy = (self.query_xy[queries], self.reference_xy[references]) if self.weighting is not None else (None, None)
+        return _pair_cost(self.query_values[queries], self.reference_values[references], *xy, self.weighting), keep
+
+    def result(self) -> "NearestNeighbours":
+        self.forward.decide(self._exact_cost)
+        forward = self.forward.indices(self.batch, self.num_query, self.num_reference)
+        reverse = None
+        if self.reverse is not None:
+            self.reverse.decide(lambda references, queries: self._exact_cost(queries, references))
+            reverse = self.reverse.indices(self.batch, self.num_reference, self.num_query)
+        return NearestNeighbours(forward, reverse, self.pairs)
+
+
+def _visit_every_tile(search: _Search, query_rows, reference_cols, query_xy_rows, reference_xy_cols,
+                      query_valid, reference_valid, chunk_size: int) -> None:
+    """The unpruned search: every (query, reference) pair, in tiles of about chunk_size pairs."""
+    batch, num_query, num_reference = search.batch, search.num_query, search.num_reference
+    device = query_rows.device
+    columns, rows = _tile_shape(batch, num_query, num_reference, chunk_size, search.reverse is not None)
+    # Tiles are written into two buffers allocated once: a fresh ~1 MiB tensor per tile costs
+    # page faults on the CPU (glibc maps and unmaps it) that took longer than the tile's matmul.
+    cost_buffer = query_rows.new_empty(batch * min(rows, num_query) * columns)
+    base_buffer = torch.empty_like(cost_buffer) if search.weighting is not None else None
+    image = torch.arange(batch, device=device)[:, None]
+    query_ids = image * num_query + torch.arange(num_query, device=device)
+    reference_ids = image * num_reference + torch.arange(num_reference, device=device)
+    for col_start in range(0, num_reference, columns):
+        cols = slice(col_start, col_start + columns)
+        for row_start in range(0, num_query, rows):
+            rws = slice(row_start, row_start + rows)
+            tile_shape = (batch, min(rows, num_query - row_start), min(columns, num_reference - col_start))
+            tile_size = tile_shape[0] * tile_shape[1] * tile_shape[2]
+            cost = _tile_cost(query_rows[:, rws], reference_cols[:, :, cols],
+                              query_xy_rows[:, rws] if query_xy_rows is not None else None,
+                              reference_xy_cols[:, :, cols] if reference_xy_cols is not None else None,
+                              search.weighting, cost_buffer[:tile_size].view(tile_shape),
+                              base_buffer[:tile_size].view(tile_shape) if base_buffer is not None else None)
+            search.visit(cost, query_ids[:, rws], reference_ids[:, cols])
+    search.pairs = query_valid.sum(1) * reference_valid.sum(1)
+
+
+# Points per block of the pruned search. Small blocks bound distances tightly but cost per-block work;
+# the reference side is a multiple of _GROUP for _row_minima's grouping. See bench/RESULTS.md.
+_QUERY_BLOCK = 64
+_REFERENCE_BLOCK = 128
+_MARGIN_ULPS = 64  # the block lower bounds are lowered by this many units of roundoff
+
+
+def _z_order(positions: torch.Tensor, valid: torch.Tensor, bits: int = 10) -> torch.Tensor:
+    """(B, N) permutation putting each image's valid points in Z-order (Morton order) of their
+    positions (clamped to [-1, 1] for the ordering only), padded points last."""
+    cells = ((positions.detach().clamp(-1, 1) + 1) * (2 ** (bits - 1))).to(torch.long).clamp(0, 2 ** bits - 1)
+    spread = cells
+    for shift, mask in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
+        spread = (spread | (spread << shift)) & mask
+    code = spread[..., 0] | (spread[..., 1] << 1)
+    code = code.masked_fill(~valid, 1 << (2 * bits))
+    return torch.sort(code, dim=1, stable=True).indices
+
+
+@dataclass
+class _Blocks:
+    """One side's points in Z-order, cut into blocks of `size` (the last one padded).
+
+    order (B, N') sorted position -> index in the image (N' = blocks * size; padding -> 0),
+    valid (B, blocks, size), ids (B, blocks, size) flat ids (image * N + index; padding -> B * N),
+    count (B, blocks) valid points, and the bounding boxes of each block's valid points:
+    xy_box, value_box (2, B, blocks, 2 or C) lower and upper corners (+inf, -inf for an empty block).
+    """
+
+    order: torch.Tensor
+    valid: torch.Tensor
+    ids: torch.Tensor
+    count: torch.Tensor
+    xy_box: torch.Tensor
+    value_box: torch.Tensor
+
+    @staticmethod
+    def build(positions: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, size: int) -> "_Blocks":
+        batch, length = valid.shape
+        blocks = -(-length // size)
+        pad = blocks * size - length
+        order = F.pad(_z_order(positions, valid), (0, pad))
+        sorted_valid = F.pad(valid.gather(1, order[:, :length]), (0, pad)).view(batch, blocks, size)
+        image = torch.arange(batch, device=valid.device)[:, None]
+        ids = torch.where(sorted_valid.view(batch, -1), image * length + order, batch * length).view(batch, blocks, size)
+        inside = sorted_valid[..., None]
+
+        def box(points):
+            points = points.detach().gather(1, order[..., None].expand(-1, -1, points.shape[-1]))
+            points = points.view(batch, blocks, size, -1)
+            return torch.stack([points.masked_fill(~inside, float("inf")).amin(dim=2),
+                                points.masked_fill(~inside, float("-inf")).amax(dim=2)])
+        return _Blocks(order, sorted_valid, ids, sorted_valid.sum(dim=2), box(positions), box(values))
+
+    def rows(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) in image order -> (B, N', C) in block order (padding rows are copies of row 0)."""
+        return points.gather(1, self.order[..., None].expand(-1, -1, points.shape[-1]))
+
+    def largest(self, minimum: _RunningMinimum) -> torch.Tensor:
+        """(B, blocks) largest upper bound U on a point's smallest exact cost in each block (the
+        candidate threshold; inf before the point met any partner, -inf for an empty block)."""
+        return minimum.threshold(self.ids).masked_fill(~self.valid, float("-inf")).amax(dim=2)
+
+
+def _squared_box_distance(query_box: torch.Tensor, reference_box: torch.Tensor) -> torch.Tensor:
+    """(2, B, Nq, C), (2, B, Nr, C) boxes -> (B, Nq, Nr) squared distances between them, per axis the
+    gap max(0, low_r - high_q, low_q - high_r), computed like _pair_cost's |q - r|^2 so that it rounds
+    to no more than the computed squared distance of any two points of the boxes (rounding is
+    monotone), up to the order of the sum over the axes."""
+    gap = torch.maximum(reference_box[0][:, None] - query_box[1][:, :, None],
+                        query_box[0][:, :, None] - reference_box[1][:, None]).clamp_min(0)
+    return (gap * gap).sum(-1)
+
+
+def _block_lower_bounds(queries: _Blocks, references: _Blocks, weighting: SpatialWeighting) -> torch.Tensor:
+    """(B, query blocks, reference blocks) numbers below the computed cost of every pair of the blocks.
+
+    A pair's cost w(D_s) (D_c + rgb_eps) is at least w(the boxes' squared distance in position)
+    (their squared distance in value + rgb_eps), evaluated by the same SpatialWeighting.cost as
+    _pair_cost: each float operation there rounds monotonically, so the bound does not exceed the
+    pair's computed cost, except for two rounding effects that the margins cover: the sum over C
+    value channels may add in another order (off by at most about C ulps of the sum), and pow (for
+    alpha != 1) is within an ulp or two, not monotone.
+    """
+    u = torch.finfo(queries.xy_box.dtype).eps / 2
+    channels = queries.value_box.shape[-1]
+    value_distance = _squared_box_distance(queries.value_box, references.value_box) * (1 - 4 * (channels + 1) * u)
+    bound = weighting.cost(_squared_box_distance(queries.xy_box, references.xy_box), value_distance)
+    bound = bound * (1 - _MARGIN_ULPS * u)
+    usable = (queries.count > 0)[:, :, None] & (references.count > 0)[:, None, :]
+    return bound.masked_fill(~usable, float("inf"))
+
+
+def _visit_pruned(search: _Search, query, reference, query_valid, reference_valid, query_pos, reference_pos,
+                  chunk_size: int) -> None:
+    """The pruned search: only the block pairs whose lower bound does not exceed a point's U.
+
+    U is the candidate threshold of _RunningMinimum, an upper bound on the point's smallest exact
+    cost. Both sets are put in Z-order and cut into blocks. Every query block first meets its nearest
+    reference block (and, for both directions, every reference block its nearest query block), which
+    gives every point a finite U. Then round j offers every query block its j-th nearest reference
+    block; the pair is visited unless its lower bound exceeds the largest U of the query block (and
+    of the reference block, for both directions). Bounds only grow with j and U only shrinks, so a
+    query block is finished at the first pair it need not visit. A skipped pair's exact cost is
+    above U >= its point's smallest exact cost, so it can be neither a minimiser nor tied with one:
+    the result equals the unpruned search's.
+    """
+    weighting = search.weighting
+    both = search.reverse is not None
+    queries = _Blocks.build(query_pos, query, query_valid, _QUERY_BLOCK)
+    references = _Blocks.build(reference_pos, reference, reference_valid, _REFERENCE_BLOCK)
+    batch, query_blocks, _ = queries.valid.shape
+    reference_blocks = references.valid.shape[1]
+    sorted_query_valid = queries.valid.view(batch, -1)
+    sorted_reference_valid = references.valid.view(batch, -1)
+    query_rows = _augment_query(queries.rows(query), 1.0, weighting.rgb_eps, sorted_query_valid if both else None)
+    query_rows = query_rows.view(batch, query_blocks, _QUERY_BLOCK, -1)
+    query_xy_rows = _augment_query(queries.rows(query_pos), weighting.k, weighting.eps, None)
+    query_xy_rows = query_xy_rows.view(batch, query_blocks, _QUERY_BLOCK, -1)
+
+    def block_columns(augmented):  # (B, C+2, N') -> (B, blocks, C+2, size)
+        return augmented.view(batch, -1, reference_blocks, _REFERENCE_BLOCK).transpose(1, 2).contiguous()
+    reference_cols = block_columns(_augment_reference(references.rows(reference), sorted_reference_valid))
+    reference_xy_cols = block_columns(_augment_reference(references.rows(reference_pos), None))
+
+    bounds = _block_lower_bounds(queries, references, weighting)
+    order = bounds.argsort(dim=2, stable=True)
+    sorted_bounds = bounds.gather(2, order)
+    visited = torch.zeros_like(bounds, dtype=torch.bool)
+    block_pairs = max(1, chunk_size // (_QUERY_BLOCK * _REFERENCE_BLOCK))
+    cost_buffer = query.new_empty(block_pairs * _QUERY_BLOCK * _REFERENCE_BLOCK)
+    base_buffer = torch.empty_like(cost_buffer)
+
+    def visit(image: torch.Tensor, qb: torch.Tensor, rb: torch.Tensor) -> None:
+        visited[image, qb, rb] = True
+        search.pairs.index_add_(0, image, queries.count[image, qb] * references.count[image, rb])
+        for start in range(0, image.numel(), block_pairs):
+            b, q, r = image[start:start + block_pairs], qb[start:start + block_pairs], rb[start:start + block_pairs]
+            shape = (b.numel(), _QUERY_BLOCK, _REFERENCE_BLOCK)
+            size = shape[0] * shape[1] * shape[2]
+            cost = _tile_cost(query_rows[b, q], reference_cols[b, r], query_xy_rows[b, q], reference_xy_cols[b, r],
+                              weighting, cost_buffer[:size].view(shape), base_buffer[:size].view(shape))
+            search.visit(cost, queries.ids[b, q], references.ids[b, r])
+
+    first = torch.zeros_like(visited).scatter_(2, order[..., :1], True)
+    if both:
+        first.scatter_(1, bounds.argmin(dim=1, keepdim=True), True)
+    visit(*(first & torch.isfinite(bounds)).nonzero(as_tuple=True))
+
+    active = torch.isfinite(sorted_bounds[:, :, 0])
+    for j in range(reference_blocks):
+        bound, partner = sorted_bounds[:, :, j], order[:, :, j]
+        active &= torch.isfinite(bound)
+        needed = bound <= queries.largest(search.forward)
+        finished = ~needed
+        if both:
+            reference_best = references.largest(search.reverse)
+            needed |= bound <= reference_best.gather(1, partner)
+            finished &= bound > reference_best.amax(dim=1, keepdim=True)
+        offer = active & needed & ~visited.gather(2, partner[..., None])[..., 0]
+        active &= ~finished
+        image, qb = offer.nonzero(as_tuple=True)
+        if image.numel():
+            visit(image, qb, partner[image, qb])
+        if not active.any():
+            break
 
 
 @dataclass(frozen=True)
@@ -255,18 +689,32 @@ class NearestNeighbours:
     query_to_reference  (B, P) long: index into the reference set of each query point's minimiser
                         (0 for padded query points or an empty reference set).
     reference_to_query  (B, Q) long or None: the same for the reverse direction, if asked for.
+    pairs               (B,) long: (valid query, valid reference) pairs whose cost the search
+                        computed (P_b Q_b without pruning).
     """
 
     query_to_reference: torch.Tensor
     reference_to_query: Optional[torch.Tensor]
+    pairs: Optional[torch.Tensor] = None
+
+
+def can_prune(weighting: Optional[SpatialWeighting], num_reference: int) -> bool:
+    """Whether nearest_neighbours(pruning=True) skips anything: it needs the texture cost with
+    rgb_eps > 0 (the bound is w(D_s) rgb_eps) and more than one block of reference points."""
+    return weighting is not None and weighting.rgb_eps > 0 and num_reference > _REFERENCE_BLOCK
 
 
 @torch.no_grad()
 def nearest_neighbours(query: torch.Tensor, reference: torch.Tensor, *, query_valid: torch.Tensor,
                        reference_valid: torch.Tensor, query_pos: Optional[torch.Tensor] = None,
                        reference_pos: Optional[torch.Tensor] = None, weighting: Optional[SpatialWeighting] = None,
-                       both_directions: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE) -> NearestNeighbours:
+                       both_directions: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                       pruning: bool = True) -> NearestNeighbours:
     """Index of the minimum-cost partner of every point, without materialising the P x Q costs.
+
+    The minimiser is that of _pair_cost, the exact cost the losses report, the first one in
+    reference order among equal costs: the same as a dense search over _pair_cost's matrix, for any
+    chunk_size and with or without pruning.
 
     Args:
         query: (B, P, C) values of set A; reference: (B, Q, C) values of set B.
@@ -277,55 +725,32 @@ def nearest_neighbours(query: torch.Tensor, reference: torch.Tensor, *, query_va
             same cost matrix, minimised over the other axis; computed in the same tile pass).
         chunk_size: about this many (query, reference) pairs per tile, summed over the batch (at
             least one query row against 64 references per image).
+        pruning: skip the pairs that a spatial lower bound shows cannot be minimisers (texture cost
+            only, see can_prune; same result, fewer pairs).
     """
     batch, num_query, _ = query.shape
     num_reference = reference.shape[1]
-    device, dtype = query.device, query.dtype
-    best_ab = torch.full((batch, num_query), float("inf"), dtype=dtype, device=device)
-    index_ab = torch.zeros((batch, num_query), dtype=torch.long, device=device)
-    best_ba = index_ba = None
-    if both_directions:
-        best_ba = torch.full((batch, num_reference), float("inf"), dtype=dtype, device=device)
-        index_ba = torch.zeros((batch, num_reference), dtype=torch.long, device=device)
+    if weighting is not None and (query_pos is None or reference_pos is None):
+        raise ValueError("the weighted cost needs query_pos and reference_pos")
+    search = _Search(query, reference, query_valid, reference_valid, query_pos, reference_pos, weighting,
+                     both_directions)
     if num_query == 0 or num_reference == 0:
-        return NearestNeighbours(index_ab, index_ba)
-
+        return search.result()
+    if pruning and can_prune(weighting, num_reference):
+        _visit_pruned(search, query, reference, query_valid, reference_valid, query_pos, reference_pos, chunk_size)
+        return search.result()
     # Padded points get a huge cost through their augmented norms: padded references are never
     # chosen, padded queries never win a reverse-direction minimum.
     offset = weighting.rgb_eps if weighting is not None else 0.0
     query_rows = _augment_query(query, 1.0, offset, query_valid if both_directions else None)
     reference_cols = _augment_reference(reference, reference_valid)
+    query_xy_rows = reference_xy_cols = None
     if weighting is not None:
-        query_pos_rows = _augment_query(query_pos, weighting.k, weighting.eps, None)  # eps + k D_s
-        reference_pos_cols = _augment_reference(reference_pos, None)
-
-    columns, rows = _tile_shape(batch, num_query, num_reference, chunk_size)
-    # Tiles are written into two buffers allocated once: a fresh ~1 MiB tensor per tile costs
-    # page faults on the CPU (glibc maps and unmaps it) that took longer than the tile's matmul.
-    cost_buffer = query.new_empty(batch * min(rows, num_query) * columns)
-    base_buffer = torch.empty_like(cost_buffer) if weighting is not None else None
-    for col_start in range(0, num_reference, columns):
-        cols = slice(col_start, col_start + columns)
-        for row_start in range(0, num_query, rows):
-            rws = slice(row_start, row_start + rows)
-            tile_shape = (batch, min(rows, num_query - row_start), min(columns, num_reference - col_start))
-            tile_size = tile_shape[0] * tile_shape[1] * tile_shape[2]
-            cost = torch.bmm(query_rows[:, rws], reference_cols[:, :, cols],
-                             out=cost_buffer[:tile_size].view(tile_shape))
-            if weighting is not None:
-                base = torch.bmm(query_pos_rows[:, rws], reference_pos_cols[:, :, cols],
-                                 out=base_buffer[:tile_size].view(tile_shape))
-                cost.mul_(weighting.weight_from_base_(base))
-            tile_min, tile_arg = _min_along_rows(cost)
-            better = tile_min < best_ab[:, rws]
-            best_ab[:, rws] = torch.where(better, tile_min, best_ab[:, rws])
-            index_ab[:, rws] = torch.where(better, tile_arg + col_start, index_ab[:, rws])
-            if both_directions:
-                tile_min, tile_arg = cost.min(dim=1)
-                better = tile_min < best_ba[:, cols]
-                best_ba[:, cols] = torch.where(better, tile_min, best_ba[:, cols])
-                index_ba[:, cols] = torch.where(better, tile_arg + row_start, index_ba[:, cols])
-    return NearestNeighbours(index_ab, index_ba)
+        query_xy_rows = _augment_query(query_pos, weighting.k, weighting.eps, None)  # eps + k D_s
+        reference_xy_cols = _augment_reference(reference_pos, None)
+    _visit_every_tile(search, query_rows, reference_cols, query_xy_rows, reference_xy_cols, query_valid,
+                      reference_valid, chunk_size)
+    return search.result()
 
 
 def _gather_rows(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -401,11 +826,13 @@ def chamfer_mask_loss(pred_xy: PointsLike, target_xy: PointsLike, *, pred_valid:
 
 
 def _weighted_chamfer(pred_pos, pred_values, target_pos, target_values, pred_valid, target_valid, weighting,
-                      both_directions, chunk_size, names) -> torch.Tensor:
+                      both_directions, chunk_size, pruning, names) -> torch.Tensor:
     pred_pos, pred_valid = _as_padded(pred_pos, pred_valid, names[0], 2)
     target_pos, target_valid = _as_padded(target_pos, target_valid, names[2], 2)
-    pred_values, _ = _as_padded(pred_values, pred_valid, names[1])
-    target_values, _ = _as_padded(target_values, target_valid, names[3])
+    # Contiguous values: a sum over a strided channel axis may add in another order than the
+    # search's (contiguous) candidate costs, and the reported minimum would differ in the last bit.
+    pred_values = _as_padded(pred_values, pred_valid, names[1])[0].contiguous()
+    target_values = _as_padded(target_values, target_valid, names[3])[0].contiguous()
     if pred_values.shape[-1] != target_values.shape[-1]:
         raise ValueError(f"{names[1]} and {names[3]} differ in channels: "
                          f"{pred_values.shape[-1]} vs {target_values.shape[-1]}")
@@ -414,7 +841,7 @@ def _weighted_chamfer(pred_pos, pred_values, target_pos, target_values, pred_val
         return (pred_values.sum(dim=(1, 2)) + target_values.sum(dim=(1, 2))) * 0  # nothing to match
     match = nearest_neighbours(pred_values, target_values, query_valid=pred_valid, reference_valid=target_valid,
                                query_pos=pred_pos, reference_pos=target_pos, weighting=weighting,
-                               both_directions=both_directions, chunk_size=chunk_size)
+                               both_directions=both_directions, chunk_size=chunk_size, pruning=pruning)
     index = match.query_to_reference
     cost_ab = _pair_cost(pred_values, _gather_rows(target_values, index), pred_pos, _gather_rows(target_pos, index),
                          weighting)
@@ -431,7 +858,7 @@ def pixel_chamfer_texture_loss(pred_pos: PointsLike, pred_rgb: PointsLike, targe
                                target_rgb: PointsLike, *, xy_threshold: float = 0.16, k: float = 1.0,
                                alpha: float = 1.0, rgb_eps: float = 1.0, pred_valid: Optional[torch.Tensor] = None,
                                target_valid: Optional[torch.Tensor] = None,
-                               chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+                               chunk_size: int = DEFAULT_CHUNK_SIZE, pruning: bool = True) -> torch.Tensor:
     """Pixel-level Chamfer texture loss, one direction (prediction -> target), per image.
 
     L = mean_a min_b w(|p_a - p_b|^2) (|c_a - c_b|^2 + rgb_eps), see SpatialWeighting (weight 1.0 in
@@ -445,20 +872,22 @@ def pixel_chamfer_texture_loss(pred_pos: PointsLike, pred_rgb: PointsLike, targe
             arguments below are keyword-only.
         pred_valid, target_valid: (B, P), (B, Q) bool masks for padded tensors (default: all valid).
         chunk_size: pairs per tile of the nearest-neighbour search.
+        pruning: skip the pairs that a spatial lower bound rules out (same result; see
+            nearest_neighbours).
 
     Returns:
         (B,) loss, differentiable w.r.t. both colour sets (positions are not differentiated).
     """
     weighting = SpatialWeighting(xy_threshold, k, alpha, rgb_eps)
     return _weighted_chamfer(pred_pos, pred_rgb, target_pos, target_rgb, pred_valid, target_valid, weighting,
-                             False, chunk_size, ("pred_pos", "pred_rgb", "target_pos", "target_rgb"))
+                             False, chunk_size, pruning, ("pred_pos", "pred_rgb", "target_pos", "target_rgb"))
 
 
 def feature_chamfer_texture_loss(pred_pos: PointsLike, pred_feat: PointsLike, target_pos: PointsLike,
                                  target_feat: PointsLike, *, xy_threshold: float = 0.16, k: float = 1.0,
                                  alpha: float = 1.0, rgb_eps: float = 1.0, pred_valid: Optional[torch.Tensor] = None,
                                  target_valid: Optional[torch.Tensor] = None,
-                                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+                                 chunk_size: int = DEFAULT_CHUNK_SIZE, pruning: bool = True) -> torch.Tensor:
     """Feature-level Chamfer texture loss, mean of both directions, per image.
 
     L = (mean_a min_b D + mean_b min_a D) / 2 with the same D as pixel_chamfer_texture_loss, on
@@ -474,4 +903,4 @@ def feature_chamfer_texture_loss(pred_pos: PointsLike, pred_feat: PointsLike, ta
     """
     weighting = SpatialWeighting(xy_threshold, k, alpha, rgb_eps)
     return _weighted_chamfer(pred_pos, pred_feat, target_pos, target_feat, pred_valid, target_valid, weighting,
-                             True, chunk_size, ("pred_pos", "pred_feat", "target_pos", "target_feat"))
+                             True, chunk_size, pruning, ("pred_pos", "pred_feat", "target_pos", "target_feat"))
