@@ -2,6 +2,10 @@
 
     python bench/chamfer.py [--repeats N] [--dense-repeats N] [--device cpu|cuda] [--threads N] [--batch B]
                             [--skip-chunk-sweep]
+    python bench/chamfer.py --pruning [--sizes 96,256] [--images N] [--repeats N] [--device D] [--threads N]
+
+--pruning compares the pruned texture search with the unpruned one (pruning=False) on real renders
+and targets instead; see pruning_benchmark.
 
 Both implementations get the same point sets in one process. The inputs come from two 256 x 256
 masks (target and "rendering": blobs covering ~26% of the frame, ~17k foreground pixels each) and
@@ -31,7 +35,9 @@ import gc
 import math
 import statistics
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -41,14 +47,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import cpu_model  # noqa: E402
+from meshinv.config import ExperimentConfig  # noqa: E402
+from meshinv.data.preprocess import CropConfig  # noqa: E402
+from meshinv.data.synthetic import SyntheticDataset, write_split  # noqa: E402
+from meshinv.geometry.camera import WeakPerspectiveCamera  # noqa: E402
+from meshinv.geometry.template import build_template  # noqa: E402
+from meshinv.inversion import CameraInitConfig, perturb_camera  # noqa: E402
 from meshinv.losses import (  # noqa: E402
     DEFAULT_CHUNK_SIZE,
+    SpatialWeighting,
+    VGGFeatures,
     chamfer_mask_loss,
     feature_chamfer_texture_loss,
     image_point_set,
+    nearest_neighbours,
     pixel_chamfer_texture_loss,
     point_set_from_mask,
 )
+from meshinv.models import load_generator  # noqa: E402
+from meshinv.render import MeshRenderer  # noqa: E402
+from meshinv.utils.config import load_config  # noqa: E402
 
 XY_THRESHOLD, XY_K, XY_ALPHA, RGB_EPS = 0.16, 1.0, 1.0, 1.0
 MiB = 1024 * 1024
@@ -206,6 +224,95 @@ def stack(point_sets, field):
     return torch.cat(padded)
 
 
+# -- pruned against unpruned search on real renders and targets -------------------------------------
+
+# The nearby camera of the renderings: what inversion starts from on the synthetic data when the
+# camera is perturbed (configs' camera_init noise), a few degrees and pixels off.
+NEARBY_CAMERA = CameraInitConfig(noise_rotation_deg=10.0, noise_translation=0.02, noise_scale=0.05)
+
+
+def real_pairs(size: int, images: int, config: str, checkpoint: str, data: str | None, seed: int = 0):
+    """Yield (name, prediction image, prediction mask, target image, target mask) at size x size.
+
+    Targets: the first `images` synthetic test images, cropped as inversion crops them (from `data`,
+    or generated into a temporary folder: the generator is deterministic, so these are the images of
+    datasets/synthetic/test). Predictions, each at a camera NEARBY_CAMERA away from the target's:
+    the shipped prior's rendering of a random z of the image's class (what scoring the z candidates
+    sees), and the image's own ground-truth mesh and texture (what a converged inversion renders).
+    """
+    cfg = load_config(ExperimentConfig, config)
+    template = build_template(cfg.template)
+    generator = load_generator(checkpoint)
+    renderer = MeshRenderer(size)
+    with tempfile.TemporaryDirectory() as scratch:
+        split = Path(data) if data else write_split(replace(cfg.synthetic, out_dir=scratch), "test", images)
+        dataset = SyntheticDataset(split, CropConfig(img_size=size, mask_threshold=0.95))
+        noise = torch.Generator().manual_seed(seed)
+        for index in range(images):
+            sample = dataset[index]
+            camera = perturb_camera(sample.camera, NEARBY_CAMERA, noise)[None]
+            with torch.no_grad():
+                z = torch.randn(1, generator.latent_dim, generator=noise)
+                texture, mesh_map = generator(z, torch.tensor([sample.class_id]))
+                prior = template.render(renderer, WeakPerspectiveCamera.from_tensor(camera).transform(
+                    template.vertex_positions(mesh_map)), texture, background=0.0)
+                truth = template.render(renderer, WeakPerspectiveCamera.from_tensor(camera).transform(
+                    sample.gt["vertices"][None]), sample.gt["texture"][None].float(), background=0.0)
+            for name, render in (("prior, random z", prior), ("ground-truth mesh", truth)):
+                yield (f"{sample.image_id}, {name}", render.image, render.mask, sample.image[None],
+                       sample.mask[None])
+
+
+def pruning_benchmark(args, device: torch.device) -> None:
+    """Pairs evaluated and time of the pruned search against the unpruned one (pruning=False), in
+    one process on the same inputs: the pixel term (prediction -> target, all foreground pixels) and
+    the feature term (both directions, VGG-19 cells; random weights when the ImageNet file is absent,
+    which changes the features' values, not the work). Pair counts are deterministic; times are
+    medians of --repeats calls of the loss (forward, no grad) after one warm-up. Each case also
+    checks that both searches pick the same partner for every point."""
+    weighting = SpatialWeighting(XY_THRESHOLD, XY_K, XY_ALPHA, RGB_EPS)
+    vgg = VGGFeatures(allow_random_weights=True).to(device)
+    print(f"device: {device}, {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"chunk_size {DEFAULT_CHUNK_SIZE}, weighting {weighting}")
+    print("| size | case | term | P x Q | pairs pruned / all | share | unpruned ms | pruned ms | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    totals = {}
+    for size in args.sizes:
+        for name, image, mask, target_image, target_mask in real_pairs(size, args.images, args.config,
+                                                                       args.checkpoint, args.data):
+            image, mask = image.to(device), mask.to(device)
+            target_image, target_mask = target_image.to(device), target_mask.to(device)
+            with torch.no_grad():
+                terms = {
+                    "pixel": (image_point_set(image, mask), image_point_set(target_image, target_mask), False,
+                              pixel_chamfer_texture_loss),
+                    "feature": (vgg.point_set(image, mask), vgg.point_set(target_image, target_mask), True,
+                                feature_chamfer_texture_loss),
+                }
+            for term, (pred, target, both, loss) in terms.items():
+                searches = [nearest_neighbours(pred.values, target.values, query_valid=pred.valid,
+                                               reference_valid=target.valid, query_pos=pred.positions,
+                                               reference_pos=target.positions, weighting=weighting,
+                                               both_directions=both, pruning=pruning) for pruning in (False, True)]
+                if not (torch.equal(searches[0].query_to_reference, searches[1].query_to_reference)
+                        and (not both or torch.equal(searches[0].reference_to_query, searches[1].reference_to_query))):
+                    raise AssertionError(f"{size} px, {name}, {term}: pruned and unpruned searches differ")
+                times = [median_ms(forward_only(lambda *t, p=pruning: loss(
+                    *t, xy_threshold=XY_THRESHOLD, k=XY_K, alpha=XY_ALPHA, rgb_eps=RGB_EPS, pred_valid=pred.valid,
+                    target_valid=target.valid, pruning=p), pred.positions, pred.values, target.positions,
+                    target.values), args.repeats, device) for pruning in (False, True)]
+                pairs = [int(s.pairs.sum()) for s in searches]
+                total = totals.setdefault((size, term), [0, 0, 0.0, 0.0])
+                for i, v in enumerate(pairs + times):
+                    total[i] += v
+                print(f"| {size} | {name} | {term} | {int(pred.counts.sum())} x {int(target.counts.sum())} | "
+                      f"{pairs[1]:,} / {pairs[0]:,} | {pairs[1] / pairs[0]:.2f} | {times[0]:.1f} | {times[1]:.1f} | "
+                      f"{times[0] / times[1]:.2f}x |", flush=True)
+    for (size, term), (unpruned_pairs, pruned_pairs, unpruned_ms, pruned_ms) in totals.items():
+        print(f"all {size} px {term}: pairs {pruned_pairs / unpruned_pairs:.2f} of the unpruned search's, "
+              f"time {unpruned_ms:.1f} -> {pruned_ms:.1f} ms ({unpruned_ms / pruned_ms:.2f}x)")
+
+
 # -- the benchmark ---------------------------------------------------------------------------------
 
 def main() -> None:
@@ -216,10 +323,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="images in the batched full-resolution case")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--skip-chunk-sweep", action="store_true")
+    parser.add_argument("--pruning", action="store_true", help="pruned vs unpruned search on real renders")
+    parser.add_argument("--sizes", type=lambda text: [int(x) for x in text.split(",")], default=[96, 256],
+                        help="--pruning: image sizes")
+    parser.add_argument("--images", type=int, default=2, help="--pruning: synthetic test images per size")
+    parser.add_argument("--data", default=None, help="--pruning: a synthetic split folder (default: generate)")
+    parser.add_argument("--config", default="configs/synthetic.yaml", help="--pruning: template and data settings")
+    parser.add_argument("--checkpoint", default="pretrained/synthetic_prior_ours.pt", help="--pruning: the prior")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.pruning:
+        pruning_benchmark(args, device)
+        return
     if device.type == "cpu" and not release_free_heap_memory():
         print("warning: malloc_trim unavailable; CPU peak memory figures may be too low")
 

@@ -20,6 +20,7 @@ from meshinv.losses import (
     SpatialWeighting, VGGFeatures, feature_chamfer_texture_loss, image_point_set, nearest_neighbours,
     pixel_chamfer_texture_loss,
 )
+from meshinv.losses import chamfer
 from meshinv.losses.chamfer import _masked_mean, _pair_cost, _pointwise_pow, can_prune
 from meshinv.render import MeshRenderer
 from test_inversion import tiny_generator
@@ -30,6 +31,13 @@ WEIGHTINGS = [
     SpatialWeighting(xy_threshold=0.3, k=2.0, alpha=0.7, rgb_eps=0.5),
     SpatialWeighting(xy_threshold=0.1, alpha=2.5, rgb_eps=2.0),
 ]
+
+
+@pytest.fixture(autouse=True)
+def prune_small_sets(monkeypatch):
+    """The library prunes only sets of thousands of points (where it pays); these tests prune sets of
+    a few hundred too, so that the pruned path runs, with many blocks, on every case."""
+    monkeypatch.setattr(chamfer, "PRUNE_MIN_REFERENCES", 2 * chamfer._REFERENCE_BLOCK)
 
 
 # -- a dense search over the same cost -------------------------------------------------------------
@@ -181,6 +189,7 @@ def test_plain_distance_search_equals_dense_with_ties():
         if both:
             assert torch.equal(result.reference_to_query, dense[1])
     assert not can_prune(None, 10_000) and not can_prune(SpatialWeighting(rgb_eps=0.0), 10_000)
+    assert can_prune(SpatialWeighting(), 10_000)
 
 
 def test_losses_and_gradients_are_bit_equal_with_and_without_pruning():

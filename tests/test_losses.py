@@ -27,7 +27,7 @@ from meshinv.losses import (
     smoothness_loss,
     vgg19_relu3_1,
 )
-from meshinv.losses.chamfer import _row_minima
+from meshinv.losses.chamfer import _MINIMA_GROUP, _row_minima
 from meshinv.utils import weights as weights_module
 from meshinv.utils.weights import MissingWeightsError
 
@@ -129,7 +129,7 @@ def test_grouped_row_minima_match_torch_on_plain_and_transposed_tiles():
     for tile in (cost, cost.transpose(1, 2)):
         row_min, group_min = _row_minima(tile)
         assert torch.equal(row_min, tile.amin(dim=2))
-        assert torch.equal(group_min, tile.reshape(2, tile.shape[1], -1, 64).amin(dim=3))
+        assert torch.equal(group_min, tile.reshape(2, tile.shape[1], -1, _MINIMA_GROUP).amin(dim=3))
 
 
 def test_float32_tiled_search_matches_float64_dense():

@@ -264,53 +264,64 @@ def _tile_cost(query_rows: torch.Tensor, reference_cols: torch.Tensor, query_xy_
     return cost
 
 
-_GROUP = 64  # columns per group in _row_minima
+_GROUP = 64  # tile widths are multiples of this
+_MINIMA_GROUP = 32  # columns per group in _row_minima: _at_most scans only groups whose minimum qualifies
 _TILE_ROWS = 64  # preferred query rows per tile: amortises per-call overhead and running-min merges
 
 
 def _tile_shape(batch: int, num_query: int, num_reference: int, chunk_size: int, both_directions: bool
                 ) -> tuple[int, int]:
-    """(columns, rows) of a tile: about chunk_size pairs over the batch, columns a multiple of _GROUP.
+    """(columns, rows) of a tile: about chunk_size pairs over the batch; columns a multiple of _GROUP
+    (num_query and num_reference are, see _visit_every_tile).
 
     For both directions, rows are a multiple of _GROUP too, and about as many as columns, so that
     the reverse direction's minima (over rows) also look inside few groups (see _at_most).
     """
     per_image = max(1, chunk_size // max(batch, 1))
-    if both_directions and num_query > _GROUP:
-        rows = min(max(_GROUP, math.isqrt(per_image) // _GROUP * _GROUP), num_query // _GROUP * _GROUP)
+    if both_directions:
+        rows = min(max(_GROUP, math.isqrt(per_image) // _GROUP * _GROUP), num_query)
         columns = max(_GROUP, per_image // rows // _GROUP * _GROUP)
         return min(columns, num_reference), rows
     columns = per_image // min(num_query, _TILE_ROWS)
-    columns = max(_GROUP, columns - columns % _GROUP)
-    columns = min(columns, num_reference)
-    rows = max(1, per_image // columns)
-    return columns, rows
+    columns = min(max(_GROUP, columns - columns % _GROUP), num_reference)
+    return columns, max(1, per_image // columns)
 
 
 def _row_minima(cost: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(T, r, c) tile -> its row minima (T, r) and, when c is a multiple of _GROUP, the minima of each
-    group of _GROUP columns (T, r, c / _GROUP), which let _at_most look inside few groups only."""
+    """(T, r, c) tile -> its row minima (T, r) and, when c is a multiple of _MINIMA_GROUP, the minima
+    of each group of _MINIMA_GROUP columns (T, r, c / _MINIMA_GROUP), for _at_most."""
     batch, rows, columns = cost.shape
-    if columns % _GROUP or columns == _GROUP:
+    if columns % _MINIMA_GROUP or columns == _MINIMA_GROUP:
         return cost.amin(dim=2), None
-    groups = columns // _GROUP
+    groups = columns // _MINIMA_GROUP
     if cost.stride(2) == 1:
-        group_min = cost.unflatten(2, (groups, _GROUP)).amin(dim=3)
+        group_min = cost.unflatten(2, (groups, _MINIMA_GROUP)).amin(dim=3)
     else:  # a transposed tile: reduce in memory order (along the strided axis it is ~40x slower)
-        group_min = cost.transpose(1, 2).unflatten(1, (groups, _GROUP)).amin(dim=2).transpose(1, 2)
+        group_min = cost.transpose(1, 2).unflatten(1, (groups, _MINIMA_GROUP)).amin(dim=2).transpose(1, 2)
     return group_min.amin(dim=2), group_min
 
 
 def _at_most(cost: torch.Tensor, threshold: torch.Tensor, group_min: Optional[torch.Tensor]
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(t, i, j) of the tile elements with cost[t, i, j] <= threshold[t, i]."""
+    """The tile elements with cost[t, i, j] <= threshold[t, i], as (row t * r + i, column j, cost),
+    scanning only the groups whose minimum qualifies (on real images, many exactly tied partners
+    can qualify: the work must stay proportional to them)."""
+    batch, rows, columns = cost.shape
     if group_min is None:
-        return (cost <= threshold[..., None]).nonzero(as_tuple=True)
-    t, i, g = (group_min <= threshold[..., None]).nonzero(as_tuple=True)
-    columns = cost.shape[2]
-    members = cost.unflatten(2, (columns // _GROUP, _GROUP))[t, i, g]
-    k, m = (members <= threshold[t, i, None]).nonzero(as_tuple=True)
-    return t[k], i[k], g[k] * _GROUP + m
+        t, i, j = (cost <= threshold[..., None]).nonzero(as_tuple=True)
+        return t * rows + i, j, cost[t, i, j]
+    size, groups = _MINIMA_GROUP, columns // _MINIMA_GROUP
+    qualifies = group_min <= threshold[..., None]
+    if cost.is_contiguous():  # a group is a row of 16 values: index_select copies it in one go
+        group = qualifies.reshape(-1).nonzero().squeeze(1)
+        members = cost.view(-1, size).index_select(0, group)
+    else:
+        t, i, g = qualifies.nonzero(as_tuple=True)
+        group = (t * rows + i) * groups + g
+        members = cost.unflatten(2, (groups, size))[t, i, g]
+    hit = (members <= threshold.take(group // groups)[:, None]).view(-1).nonzero().squeeze(1)
+    element = group.take(hit // size) * size + hit % size  # row-major index into (T, r, c)
+    return element // columns, element % columns, members.view(-1).take(hit)
 
 
 _NO_INDEX = torch.iinfo(torch.long).max
@@ -325,6 +336,7 @@ class _RunningMinimum:
         """size: number of points + 1; relative, absolute: the candidate slack (_candidate_slack)."""
         self.relative, self.absolute = relative, absolute
         self.tile = torch.full((size,), float("inf"), dtype=dtype, device=device)
+        self.tile[-1] = float("-inf")  # the padding slot: its threshold is -inf, it nominates no one
         self.partner = torch.full((size,), _NO_INDEX, dtype=torch.long, device=device)
         self.candidates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
@@ -340,20 +352,19 @@ class _RunningMinimum:
     def nominate(self, ids: torch.Tensor, partners: torch.Tensor, tile_costs: torch.Tensor) -> None:
         self.candidates.append((ids, partners, tile_costs))
 
-    def decide(self, exact_cost) -> None:
-        """Keep the candidates still within the (final) threshold, and take the lexicographic
-        (exact cost, partner) minimum per point. exact_cost(ids, partners) -> (costs, keep)."""
+    def decide(self, valid, exact_cost) -> None:
+        """Keep the valid candidates still within the (final) threshold, and take the lexicographic
+        (exact cost, partner) minimum per point. valid, exact_cost: (ids, partners) -> (n,)."""
         if not self.candidates:
             return
         ids, partners, tile_costs = (torch.cat(parts) for parts in zip(*self.candidates))
         self.candidates = []
-        near = tile_costs <= self.threshold(ids)
-        ids, partners = ids[near], partners[near]
-        cost, keep = exact_cost(ids, partners)
-        ids, partners, cost = ids[keep], partners[keep], cost[keep]
+        keep = ((tile_costs <= self.threshold(ids)) & valid(ids, partners)).nonzero().squeeze(1)
+        ids, partners = ids.take(keep), partners.take(keep)
+        cost = exact_cost(ids, partners)
         best = torch.full_like(self.tile, float("inf")).scatter_reduce_(0, ids, cost, "amin")
-        winner = cost == best[ids]
-        self.partner.scatter_reduce_(0, ids[winner], partners[winner], "amin")
+        winner = (cost == best.take(ids)).nonzero().squeeze(1)
+        self.partner.scatter_reduce_(0, ids.take(winner), partners.take(winner), "amin")
 
     def indices(self, batch: int, length: int, partner_length: int) -> torch.Tensor:
         """(batch, length) partner index within its image; 0 where no valid partner was found."""
@@ -373,61 +384,56 @@ def _candidate_slack(query: torch.Tensor, reference: torch.Tensor, query_valid: 
                      reference_pos: Optional[torch.Tensor], weighting: Optional[SpatialWeighting]
                      ) -> tuple[float, float]:
     """(relative, absolute), for the whole batch: a pair with the smallest exact cost of its point has an
-    expanded-form cost <= (m + absolute) (1 + relative) + absolute, where m is the smallest
-    expanded-form cost seen for that point (over any subset of partners that includes the pair).
+    expanded-form (tile) cost <= (m + absolute) (1 + relative) + absolute, where m is the smallest
+    tile cost seen for that point (over any set of partners that includes the pair).
 
-    Error bounds, with u the unit roundoff, c the cost in exact arithmetic of the stored inputs, V =
-    |x - y|^2 + rgb_eps >= rgb_eps, B = eps + k D_s and W = max(B, 1)^alpha >= 1 (so c = W V):
-    - the expanded form of V (norms, then a matmul of C + 2 terms in any order, FMA or not) is off
-      by at most (2C + 8) u_mm S_V, S_V = (max|x| + max|y|)^2 + rgb_eps; B likewise with C = 2 and
-      S_B = k (max|p| + max|q|)^2 + |eps|, at most 12 u_mm S_B;
-    - the exact form (differences) of V has a relative error <= (C + 4) u, B an absolute one <= 8 u S_B;
-    - an error dB in B moves W by a factor <= 1 + alpha (1 + dB)^max(alpha - 1, 0) dB (W >= 1), pow
-      adds <= 16 u (libm and CUDA are within a few ulp), the final product u;
+    Error bounds, with u the unit roundoff (u_t that of the tiles' matmul, which may use TF32), c the cost in exact
+    arithmetic of the stored inputs, V = |x - y|^2 + rgb_eps >= rgb_eps, B = eps + k D_s and
+    W = max(B, 1)^alpha >= 1 (so c = W V):
+    - tiles: the expanded form of V (norms, then a matmul of C + 2 terms in any order, FMA or not)
+      is off by at most (2C + 4) u_t S_V, S_V = (max|x| + max|y|)^2 + rgb_eps; B by at most
+      8 u_t S_B, S_B = k (max|p| + max|q|)^2 + |eps|;
+    - exact form (_pair_cost, from differences): V has a relative error <= (C + 3) u, and B an
+      absolute one <= 7 u k D_s + 2 u |eps| <= (7 + 9 |eps|) u B wherever W = B >= 1 matters;
+    - an error dB in B moves W by a factor <= 1 + alpha (1 + dB)^max(alpha - 1, 0) dB / max(B, 1),
+      pow adds <= 16 ulps (libm and CUDA are within a few), each final product one;
     - W dV <= c dV / rgb_eps, since V >= rgb_eps (rgb_eps = 0: W <= its largest value instead).
-    So the expanded cost is within c a_mm + d of c, the exact one within c a_ex, and for the exact
-    minimiser b* of a point and the expanded minimiser b', c_mm(b*) <= (c_mm(b') + d) (1 + a_ex)
-    (1 + a_mm) / ((1 - a_ex)(1 - a_mm)) + d. The bounds are loose by a factor of 2 or more, which
-    only adds a few candidates.
+    So a tile cost is within c a_t + d of c, the exact cost within c a_ex, and for the exact
+    minimiser b* of a point and any b', c_t(b*) <= (c_t(b') + d)(1 + a_ex)(1 + a_t) / ((1 - a_ex)(1 - a_t)) + d.
+    Returned with a quarter more, and room for the threshold's own rounding.
     """
-    dtype = query.dtype
-    u = torch.finfo(dtype).eps / 2
-    u_mm = u
-    if dtype == torch.float32 and (torch.get_float32_matmul_precision() != "highest"
-                                   or (query.is_cuda and torch.backends.cuda.matmul.allow_tf32)):
-        u_mm = max(u, 2.0 ** -8)  # TF32 or bfloat16 inside the matmul
+    u = u_t = torch.finfo(query.dtype).eps / 2
+    if query.dtype == torch.float32 and (torch.get_float32_matmul_precision() != "highest"
+                                        or (query.is_cuda and torch.backends.cuda.matmul.allow_tf32)):
+        u_t = max(u_t, 2.0 ** -8)  # TF32 or bfloat16 inside the matmul
     channels = query.shape[-1]
     rgb_eps = weighting.rgb_eps if weighting is not None else 0.0
     value_scale = (_largest_norm(query, query_valid) + _largest_norm(reference, reference_valid)) ** 2 + rgb_eps
-    value_error = (2 * channels + 8) * u_mm * value_scale
-    exact_relative = torch.full_like(value_scale, (channels + 4) * u + 2 * u)
-    largest_weight = torch.ones_like(value_scale)
+    value_error = float(((2 * channels + 4) * u_t * value_scale).max())
+    exact_relative = (channels + 3) * u + u
+    tile_weight, largest_weight = 0.0, 1.0
     if weighting is not None:
-        reach = (_largest_norm(query_pos, query_valid) + _largest_norm(reference_pos, reference_valid)) ** 2
-        base_scale = weighting.k * reach + abs(weighting.eps)
-        alpha = weighting.alpha
-        pow_error = 0.0 if alpha == 1 else 16 * u
+        reach = float(((_largest_norm(query_pos, query_valid) + _largest_norm(reference_pos, reference_valid)) ** 2
+                       ).max())
+        alpha, eps = weighting.alpha, weighting.eps
 
-        def weight_error(base_error):
+        def weight_error(base_error, unit):
+            pow_error = 0.0 if alpha == 1 else 16 * unit
             return alpha * (1 + base_error) ** max(alpha - 1, 0.0) * base_error + pow_error
 
-        matmul_weight = weight_error(12 * u_mm * base_scale)
-        exact_relative = exact_relative + weight_error(8 * u * base_scale)
-        largest_weight = (max(weighting.eps, 0.0) + weighting.k * reach).clamp_min(1.0) ** alpha
-    else:
-        matmul_weight = torch.zeros_like(value_scale)
+        tile_weight = weight_error(8 * u_t * (weighting.k * reach + abs(eps)), u_t)
+        exact_relative += weight_error((7 + 9 * abs(eps)) * u, u)
+        largest_weight = max(max(eps, 0.0) + weighting.k * reach, 1.0) ** alpha
     if rgb_eps > 0:
-        matmul_relative = value_error / rgb_eps + matmul_weight * (1 + value_error / rgb_eps) + 2 * u
-        absolute = torch.zeros_like(value_scale)
+        tile_relative = value_error / rgb_eps + tile_weight * (1 + value_error / rgb_eps) + 2 * u_t
+        absolute = 0.0
     else:
-        matmul_relative = matmul_weight + 2 * u
-        absolute = 2 * largest_weight * (1 + matmul_weight) * value_error
-    exact_relative, matmul_relative = float(exact_relative.max()), float(matmul_relative.max())
-    if max(exact_relative, matmul_relative) >= 0.25:  # magnitudes that float rounding swamps: all are candidates
+        tile_relative = tile_weight + 2 * u_t
+        absolute = largest_weight * (1 + tile_weight) * value_error
+    if max(exact_relative, tile_relative) >= 0.25:  # magnitudes that float rounding swamps: all are candidates
         return 1e30, math.inf
-    ratio = (1 + exact_relative) * (1 + matmul_relative) / ((1 - exact_relative) * (1 - matmul_relative))
-    # 2x the bound, plus room for the rounding of the threshold's own arithmetic.
-    return 2 * (ratio - 1) + 8 * u, 2 * float(absolute.max())
+    ratio = (1 + exact_relative) * (1 + tile_relative) / ((1 - exact_relative) * (1 - tile_relative))
+    return 1.25 * (ratio - 1) + 8 * u_t, 1.25 * absolute
 
 
 class _Search:
@@ -445,10 +451,11 @@ class _Search:
         num_reference = reference.shape[1]
         self.batch, self.num_query, self.num_reference = batch, num_query, num_reference
         self.weighting = weighting
-        self.query_values = query.reshape(-1, channels)
-        self.reference_values = reference.reshape(-1, channels)
-        self.query_xy = query_pos.reshape(-1, 2) if weighting is not None else None
-        self.reference_xy = reference_pos.reshape(-1, 2) if weighting is not None else None
+        # Row-major copies: candidates gather rows (index_select of a strided matrix is ~10x slower).
+        self.query_values = query.reshape(-1, channels).contiguous()
+        self.reference_values = reference.reshape(-1, channels).contiguous()
+        self.query_xy = query_pos.reshape(-1, 2).contiguous() if weighting is not None else None
+        self.reference_xy = reference_pos.reshape(-1, 2).contiguous() if weighting is not None else None
         padding = torch.zeros(1, dtype=torch.bool, device=query.device)
         self.query_valid = torch.cat([query_valid.reshape(-1), padding])
         self.reference_valid = torch.cat([reference_valid.reshape(-1), padding])
@@ -467,55 +474,85 @@ class _Search:
             row_min, group_min = _row_minima(tile)
             threshold = minimum.merge_tile(ids, row_min)
             if bool((row_min <= threshold).any()):  # most tiles of a search nominate no one
-                t, i, j = _at_most(tile, threshold, group_min)
-                minimum.nominate(ids[t, i], partners[t, j], tile[t, i, j])
+                row, column, tile_costs = _at_most(tile, threshold, group_min)
+                partner = (row // tile.shape[1]) * tile.shape[2] + column
+                minimum.nominate(ids.take(row), partners.take(partner), tile_costs)
 
-    def _exact_cost(self, queries: torch.Tensor, references: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        keep = self.query_valid[queries] & self.reference_valid[references]
-        queries, references = queries.where(keep, 0), references.where(keep, 0)  # padding slots: any real row
-        xy = (self.query_xy[queries], self.reference_xy[references]) if self.weighting is not None else (None, None)
-        return _pair_cost(self.query_values[queries], self.reference_values[references], *xy, self.weighting), keep
+    def _valid(self, queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        return self.query_valid.take(queries) & self.reference_valid.take(references)
+
+    def _exact_cost(self, queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        xy = (None, None)
+        if self.weighting is not None:
+            xy = (self.query_xy.index_select(0, queries), self.reference_xy.index_select(0, references))
+        return _pair_cost(self.query_values.index_select(0, queries),
+                          self.reference_values.index_select(0, references), *xy, self.weighting)
 
     def result(self) -> "NearestNeighbours":
-        self.forward.decide(self._exact_cost)
+        self.forward.decide(self._valid, self._exact_cost)
         forward = self.forward.indices(self.batch, self.num_query, self.num_reference)
         reverse = None
         if self.reverse is not None:
-            self.reverse.decide(lambda references, queries: self._exact_cost(queries, references))
+            self.reverse.decide(lambda references, queries: self._valid(queries, references),
+                                lambda references, queries: self._exact_cost(queries, references))
             reverse = self.reverse.indices(self.batch, self.num_reference, self.num_query)
         return NearestNeighbours(forward, reverse, self.pairs)
 
 
-def _visit_every_tile(search: _Search, query_rows, reference_cols, query_xy_rows, reference_xy_cols,
-                      query_valid, reference_valid, chunk_size: int) -> None:
+def _visit_every_tile(search: _Search, query, reference, query_valid, reference_valid, query_pos, reference_pos,
+                      chunk_size: int) -> None:
     """The unpruned search: every (query, reference) pair, in tiles of about chunk_size pairs."""
     batch, num_query, num_reference = search.batch, search.num_query, search.num_reference
-    device = query_rows.device
-    columns, rows = _tile_shape(batch, num_query, num_reference, chunk_size, search.reverse is not None)
+    weighting, device = search.weighting, query.device
+    # Both sets padded to whole groups, so that every tile has grouped minima in both directions.
+    # Padded points get a huge cost through their augmented norms: padded references are never
+    # chosen, padded queries never win a reverse-direction minimum; their ids are the padding slot.
+    def padded(points, valid):
+        extra = -points.shape[1] % _GROUP
+        return F.pad(points, (0, 0, 0, extra)), F.pad(valid, (0, extra))
+    (query, query_valid_padded), (reference, reference_valid_padded) = padded(query, query_valid), padded(
+        reference, reference_valid)
+    both = search.reverse is not None
+    query_rows = _augment_query(query, 1.0, weighting.rgb_eps if weighting is not None else 0.0,
+                                query_valid_padded if both else None)
+    reference_cols = _augment_reference(reference, reference_valid_padded)
+    query_xy_rows = reference_xy_cols = None
+    if weighting is not None:
+        query_xy_rows = _augment_query(padded(query_pos, query_valid)[0], weighting.k, weighting.eps, None)
+        reference_xy_cols = _augment_reference(padded(reference_pos, reference_valid)[0], None)
+    image = torch.arange(batch, device=device)[:, None]
+    query_ids = torch.where(query_valid_padded, image * num_query + torch.arange(query.shape[1], device=device),
+                            batch * num_query)
+    reference_ids = torch.where(reference_valid_padded,
+                                image * num_reference + torch.arange(reference.shape[1], device=device),
+                                batch * num_reference)
+    num_query, num_reference = query.shape[1], reference.shape[1]
+    columns, rows = _tile_shape(batch, num_query, num_reference, chunk_size, both)
     # Tiles are written into two buffers allocated once: a fresh ~1 MiB tensor per tile costs
     # page faults on the CPU (glibc maps and unmaps it) that took longer than the tile's matmul.
     cost_buffer = query_rows.new_empty(batch * min(rows, num_query) * columns)
-    base_buffer = torch.empty_like(cost_buffer) if search.weighting is not None else None
-    image = torch.arange(batch, device=device)[:, None]
-    query_ids = image * num_query + torch.arange(num_query, device=device)
-    reference_ids = image * num_reference + torch.arange(num_reference, device=device)
-    for col_start in range(0, num_reference, columns):
-        cols = slice(col_start, col_start + columns)
-        for row_start in range(0, num_query, rows):
-            rws = slice(row_start, row_start + rows)
+    base_buffer = torch.empty_like(cost_buffer) if weighting is not None else None
+    column_starts = list(range(0, num_reference, columns))
+    for row_start in range(0, num_query, rows):
+        rws = slice(row_start, row_start + rows)
+        # Points come in raster order (point_set_from_mask): start with the columns at the same
+        # relative place, then move outwards, so that later tiles rarely improve (nominate) anything.
+        middle = (row_start + rows / 2) / num_query * num_reference
+        for col_start in sorted(column_starts, key=lambda start: abs(start + columns / 2 - middle)):
+            cols = slice(col_start, col_start + columns)
             tile_shape = (batch, min(rows, num_query - row_start), min(columns, num_reference - col_start))
             tile_size = tile_shape[0] * tile_shape[1] * tile_shape[2]
             cost = _tile_cost(query_rows[:, rws], reference_cols[:, :, cols],
                               query_xy_rows[:, rws] if query_xy_rows is not None else None,
                               reference_xy_cols[:, :, cols] if reference_xy_cols is not None else None,
-                              search.weighting, cost_buffer[:tile_size].view(tile_shape),
+                              weighting, cost_buffer[:tile_size].view(tile_shape),
                               base_buffer[:tile_size].view(tile_shape) if base_buffer is not None else None)
             search.visit(cost, query_ids[:, rws], reference_ids[:, cols])
     search.pairs = query_valid.sum(1) * reference_valid.sum(1)
 
 
 # Points per block of the pruned search. Small blocks bound distances tightly but cost per-block work;
-# the reference side is a multiple of _GROUP for _row_minima's grouping. See bench/RESULTS.md.
+# the reference side is a multiple of _GROUP. See bench/RESULTS.md.
 _QUERY_BLOCK = 64
 _REFERENCE_BLOCK = 128
 _MARGIN_ULPS = 64  # the block lower bounds are lowered by this many units of roundoff
@@ -629,34 +666,40 @@ def _visit_pruned(search: _Search, query, reference, query_valid, reference_vali
     reference_blocks = references.valid.shape[1]
     sorted_query_valid = queries.valid.view(batch, -1)
     sorted_reference_valid = references.valid.view(batch, -1)
-    query_rows = _augment_query(queries.rows(query), 1.0, weighting.rgb_eps, sorted_query_valid if both else None)
-    query_rows = query_rows.view(batch, query_blocks, _QUERY_BLOCK, -1)
-    query_xy_rows = _augment_query(queries.rows(query_pos), weighting.k, weighting.eps, None)
-    query_xy_rows = query_xy_rows.view(batch, query_blocks, _QUERY_BLOCK, -1)
-
-    def block_columns(augmented):  # (B, C+2, N') -> (B, blocks, C+2, size)
-        return augmented.view(batch, -1, reference_blocks, _REFERENCE_BLOCK).transpose(1, 2).contiguous()
-    reference_cols = block_columns(_augment_reference(references.rows(reference), sorted_reference_valid))
-    reference_xy_cols = block_columns(_augment_reference(references.rows(reference_pos), None))
+    # One row per block, values and positions side by side, so that a tile takes two gathers.
+    width = query.shape[-1] + 2
+    query_rows = torch.cat([
+        _augment_query(queries.rows(query), 1.0, weighting.rgb_eps, sorted_query_valid if both else None),
+        _augment_query(queries.rows(query_pos), weighting.k, weighting.eps, None),
+    ], dim=-1).view(batch * query_blocks, _QUERY_BLOCK, -1)
+    reference_cols = torch.cat([
+        _augment_reference(references.rows(reference), sorted_reference_valid),
+        _augment_reference(references.rows(reference_pos), None),
+    ], dim=1).view(batch, -1, reference_blocks, _REFERENCE_BLOCK).transpose(1, 2)
+    reference_cols = reference_cols.reshape(batch * reference_blocks, -1, _REFERENCE_BLOCK)
+    query_ids = queries.ids.view(batch * query_blocks, _QUERY_BLOCK)
+    reference_ids = references.ids.view(batch * reference_blocks, _REFERENCE_BLOCK)
 
     bounds = _block_lower_bounds(queries, references, weighting)
     order = bounds.argsort(dim=2, stable=True)
     sorted_bounds = bounds.gather(2, order)
     visited = torch.zeros_like(bounds, dtype=torch.bool)
     block_pairs = max(1, chunk_size // (_QUERY_BLOCK * _REFERENCE_BLOCK))
-    cost_buffer = query.new_empty(block_pairs * _QUERY_BLOCK * _REFERENCE_BLOCK)
+    cost_buffer = query_rows.new_empty(block_pairs * _QUERY_BLOCK * _REFERENCE_BLOCK)
     base_buffer = torch.empty_like(cost_buffer)
 
     def visit(image: torch.Tensor, qb: torch.Tensor, rb: torch.Tensor) -> None:
         visited[image, qb, rb] = True
         search.pairs.index_add_(0, image, queries.count[image, qb] * references.count[image, rb])
+        query_block, reference_block = image * query_blocks + qb, image * reference_blocks + rb
         for start in range(0, image.numel(), block_pairs):
-            b, q, r = image[start:start + block_pairs], qb[start:start + block_pairs], rb[start:start + block_pairs]
-            shape = (b.numel(), _QUERY_BLOCK, _REFERENCE_BLOCK)
+            q, r = query_block[start:start + block_pairs], reference_block[start:start + block_pairs]
+            rows, cols = query_rows.index_select(0, q), reference_cols.index_select(0, r)
+            shape = (q.numel(), _QUERY_BLOCK, _REFERENCE_BLOCK)
             size = shape[0] * shape[1] * shape[2]
-            cost = _tile_cost(query_rows[b, q], reference_cols[b, r], query_xy_rows[b, q], reference_xy_cols[b, r],
-                              weighting, cost_buffer[:size].view(shape), base_buffer[:size].view(shape))
-            search.visit(cost, queries.ids[b, q], references.ids[b, r])
+            cost = _tile_cost(rows[..., :width], cols[:, :width], rows[..., width:], cols[:, width:], weighting,
+                              cost_buffer[:size].view(shape), base_buffer[:size].view(shape))
+            search.visit(cost, query_ids.index_select(0, q), reference_ids.index_select(0, r))
 
     first = torch.zeros_like(visited).scatter_(2, order[..., :1], True)
     if both:
@@ -698,10 +741,16 @@ class NearestNeighbours:
     pairs: Optional[torch.Tensor] = None
 
 
+# Below this many reference points (the padded length), nearest_neighbours(pruning=True) runs the
+# unpruned search: at 96 x 96 (about 2,000 foreground pixels) a block is a large part of the bound's
+# reach, too few pairs are skipped to pay for the blocks' bookkeeping (bench/RESULTS.md).
+PRUNE_MIN_REFERENCES = 24 * _REFERENCE_BLOCK
+
+
 def can_prune(weighting: Optional[SpatialWeighting], num_reference: int) -> bool:
-    """Whether nearest_neighbours(pruning=True) skips anything: it needs the texture cost with
-    rgb_eps > 0 (the bound is w(D_s) rgb_eps) and more than one block of reference points."""
-    return weighting is not None and weighting.rgb_eps > 0 and num_reference > _REFERENCE_BLOCK
+    """Whether nearest_neighbours(pruning=True) prunes: it needs the texture cost with rgb_eps > 0
+    (the bound is w(D_s) rgb_eps) and at least PRUNE_MIN_REFERENCES reference points."""
+    return weighting is not None and weighting.rgb_eps > 0 and num_reference >= PRUNE_MIN_REFERENCES
 
 
 @torch.no_grad()
@@ -739,17 +788,7 @@ def nearest_neighbours(query: torch.Tensor, reference: torch.Tensor, *, query_va
     if pruning and can_prune(weighting, num_reference):
         _visit_pruned(search, query, reference, query_valid, reference_valid, query_pos, reference_pos, chunk_size)
         return search.result()
-    # Padded points get a huge cost through their augmented norms: padded references are never
-    # chosen, padded queries never win a reverse-direction minimum.
-    offset = weighting.rgb_eps if weighting is not None else 0.0
-    query_rows = _augment_query(query, 1.0, offset, query_valid if both_directions else None)
-    reference_cols = _augment_reference(reference, reference_valid)
-    query_xy_rows = reference_xy_cols = None
-    if weighting is not None:
-        query_xy_rows = _augment_query(query_pos, weighting.k, weighting.eps, None)  # eps + k D_s
-        reference_xy_cols = _augment_reference(reference_pos, None)
-    _visit_every_tile(search, query_rows, reference_cols, query_xy_rows, reference_xy_cols, query_valid,
-                      reference_valid, chunk_size)
+    _visit_every_tile(search, query, reference, query_valid, reference_valid, query_pos, reference_pos, chunk_size)
     return search.result()
 
 
@@ -887,7 +926,7 @@ def feature_chamfer_texture_loss(pred_pos: PointsLike, pred_feat: PointsLike, ta
                                  target_feat: PointsLike, *, xy_threshold: float = 0.16, k: float = 1.0,
                                  alpha: float = 1.0, rgb_eps: float = 1.0, pred_valid: Optional[torch.Tensor] = None,
                                  target_valid: Optional[torch.Tensor] = None,
-                                 chunk_size: int = DEFAULT_CHUNK_SIZE, pruning: bool = True) -> torch.Tensor:
+                                 chunk_size: int = DEFAULT_CHUNK_SIZE, pruning: bool = False) -> torch.Tensor:
     """Feature-level Chamfer texture loss, mean of both directions, per image.
 
     L = (mean_a min_b D + mean_b min_a D) / 2 with the same D as pixel_chamfer_texture_loss, on
@@ -896,6 +935,9 @@ def feature_chamfer_texture_loss(pred_pos: PointsLike, pred_feat: PointsLike, ta
     Args:
         pred_pos: (B, P, 2) cell centres; pred_feat: (B, P, C) features; target_pos, target_feat
             likewise (B, Q, ...). Lists of per-image tensors are accepted too.
+        pruning: off by default: feature distances are large next to rgb_eps, so the bound
+            w(D_s) rgb_eps rules out few pairs (about 10% on real images, bench/RESULTS.md) and the
+            pruned search is slower here. Same result either way.
         Other arguments as pixel_chamfer_texture_loss.
 
     Returns:
