@@ -3,6 +3,7 @@
     python bench/chamfer.py [--repeats N] [--dense-repeats N] [--device cpu|cuda] [--threads N] [--batch B]
                             [--skip-chunk-sweep]
     python bench/chamfer.py --pruning [--sizes 96,256] [--images N] [--repeats N] [--device D] [--threads N]
+                            [--baseline FILE]
 
 --pruning compares the pruned texture search with the unpruned one (pruning=False) on real renders
 and targets instead; see pruning_benchmark.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import importlib.util
 import math
 import statistics
 import sys
@@ -53,6 +55,7 @@ from meshinv.data.synthetic import SyntheticDataset, write_split  # noqa: E402
 from meshinv.geometry.camera import WeakPerspectiveCamera  # noqa: E402
 from meshinv.geometry.template import build_template  # noqa: E402
 from meshinv.inversion import CameraInitConfig, perturb_camera  # noqa: E402
+from meshinv.losses import chamfer  # noqa: E402
 from meshinv.losses import (  # noqa: E402
     DEFAULT_CHUNK_SIZE,
     SpatialWeighting,
@@ -263,19 +266,35 @@ def real_pairs(size: int, images: int, config: str, checkpoint: str, data: str |
                        sample.mask[None])
 
 
+def load_baseline(path: str):
+    """nearest_neighbours of another version of meshinv/losses/chamfer.py (e.g. today's, written out
+    by `git show <commit>:meshinv/losses/chamfer.py > FILE`), imported beside meshinv.losses."""
+    spec = importlib.util.spec_from_file_location("meshinv.losses._baseline_chamfer", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def pruning_benchmark(args, device: torch.device) -> None:
-    """Pairs evaluated and time of the pruned search against the unpruned one (pruning=False), in
-    one process on the same inputs: the pixel term (prediction -> target, all foreground pixels) and
-    the feature term (both directions, VGG-19 cells; random weights when the ImageNet file is absent,
-    which changes the features' values, not the work). Pair counts are deterministic; times are
-    medians of --repeats calls of the loss (forward, no grad) after one warm-up. Each case also
-    checks that both searches pick the same partner for every point."""
+    """Pairs evaluated and time of the nearest-neighbour search of the pixel and feature texture
+    terms, on the same inputs in one process: unpruned (pruning=False), pruned as the losses run it
+    (pixel: pruning=True, which prunes from chamfer.PRUNE_MIN_REFERENCES reference points on; feature:
+    no pruning), pruned whatever the size ("forced", PRUNE_MIN_REFERENCES = 0), and, with
+    --baseline FILE, another version's search (today's, for instance). The pixel term is prediction
+    -> target over all foreground pixels, the feature term both directions over VGG-19 cells (random
+    weights when the ImageNet file is absent: other values, the same work). Pair counts are
+    deterministic; times are medians of --repeats searches after one warm-up. Every variant must
+    pick the same partner for every point as the unpruned search (the baseline is not checked: an
+    older search may break near-ties differently)."""
     weighting = SpatialWeighting(XY_THRESHOLD, XY_K, XY_ALPHA, RGB_EPS)
     vgg = VGGFeatures(allow_random_weights=True).to(device)
+    baseline = load_baseline(args.baseline) if args.baseline else None
     print(f"device: {device}, {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"chunk_size {DEFAULT_CHUNK_SIZE}, weighting {weighting}")
-    print("| size | case | term | P x Q | pairs pruned / all | share | unpruned ms | pruned ms | speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"chunk_size {DEFAULT_CHUNK_SIZE}, {weighting}, PRUNE_MIN_REFERENCES {chamfer.PRUNE_MIN_REFERENCES}")
+    variants = ["unpruned", "pruned", "forced"] + (["baseline"] if baseline else [])
+    print("| size | case | term | P x Q | " + " | ".join(f"{v} pairs | {v} ms" for v in variants) + " |")
+    print("|---" * (4 + 2 * len(variants)) + "|")
     totals = {}
     for size in args.sizes:
         for name, image, mask, target_image, target_mask in real_pairs(size, args.images, args.config,
@@ -283,34 +302,48 @@ def pruning_benchmark(args, device: torch.device) -> None:
             image, mask = image.to(device), mask.to(device)
             target_image, target_mask = target_image.to(device), target_mask.to(device)
             with torch.no_grad():
-                terms = {
-                    "pixel": (image_point_set(image, mask), image_point_set(target_image, target_mask), False,
-                              pixel_chamfer_texture_loss),
-                    "feature": (vgg.point_set(image, mask), vgg.point_set(target_image, target_mask), True,
-                                feature_chamfer_texture_loss),
-                }
-            for term, (pred, target, both, loss) in terms.items():
-                searches = [nearest_neighbours(pred.values, target.values, query_valid=pred.valid,
-                                               reference_valid=target.valid, query_pos=pred.positions,
-                                               reference_pos=target.positions, weighting=weighting,
-                                               both_directions=both, pruning=pruning) for pruning in (False, True)]
-                if not (torch.equal(searches[0].query_to_reference, searches[1].query_to_reference)
-                        and (not both or torch.equal(searches[0].reference_to_query, searches[1].reference_to_query))):
-                    raise AssertionError(f"{size} px, {name}, {term}: pruned and unpruned searches differ")
-                times = [median_ms(forward_only(lambda *t, p=pruning: loss(
-                    *t, xy_threshold=XY_THRESHOLD, k=XY_K, alpha=XY_ALPHA, rgb_eps=RGB_EPS, pred_valid=pred.valid,
-                    target_valid=target.valid, pruning=p), pred.positions, pred.values, target.positions,
-                    target.values), args.repeats, device) for pruning in (False, True)]
-                pairs = [int(s.pairs.sum()) for s in searches]
-                total = totals.setdefault((size, term), [0, 0, 0.0, 0.0])
-                for i, v in enumerate(pairs + times):
-                    total[i] += v
+                terms = {"pixel": (image_point_set(image, mask), image_point_set(target_image, target_mask), False),
+                         "feature": (vgg.point_set(image, mask), vgg.point_set(target_image, target_mask), True)}
+            for term, (pred, target, both) in terms.items():
+                inputs = dict(query_valid=pred.valid, reference_valid=target.valid, query_pos=pred.positions,
+                              reference_pos=target.positions, weighting=weighting, both_directions=both)
+                row = {}
+                for variant in variants:
+                    module, options = chamfer, {"pruning": variant != "unpruned" and (term == "pixel"
+                                                                                     or variant == "forced")}
+                    if variant == "baseline":
+                        module, options = baseline, {}
+                    minimum_references = chamfer.PRUNE_MIN_REFERENCES
+                    chamfer.PRUNE_MIN_REFERENCES = 0 if variant == "forced" else minimum_references
+                    try:
+                        def search():
+                            return module.nearest_neighbours(pred.values, target.values, **inputs, **options)
+                        result = search()
+                        row[variant] = (int(result.pairs.sum()) if variant != "baseline" else None,
+                                        median_ms(search, args.repeats, device))
+                    finally:
+                        chamfer.PRUNE_MIN_REFERENCES = minimum_references
+                    if variant == "unpruned":
+                        reference = result
+                    elif variant != "baseline" and not (
+                            torch.equal(result.query_to_reference, reference.query_to_reference)
+                            and (not both or torch.equal(result.reference_to_query, reference.reference_to_query))):
+                        raise AssertionError(f"{size} px, {name}, {term}: {variant} and unpruned searches differ")
+                total = totals.setdefault((size, term), {v: [0, 0.0] for v in variants})
+                for variant, (pairs, ms) in row.items():
+                    total[variant][0] += pairs or 0
+                    total[variant][1] += ms
+                cells = " | ".join(f"{pairs:,} | {ms:.1f}" if pairs is not None else f"- | {ms:.1f}"
+                                   for pairs, ms in row.values())
                 print(f"| {size} | {name} | {term} | {int(pred.counts.sum())} x {int(target.counts.sum())} | "
-                      f"{pairs[1]:,} / {pairs[0]:,} | {pairs[1] / pairs[0]:.2f} | {times[0]:.1f} | {times[1]:.1f} | "
-                      f"{times[0] / times[1]:.2f}x |", flush=True)
-    for (size, term), (unpruned_pairs, pruned_pairs, unpruned_ms, pruned_ms) in totals.items():
-        print(f"all {size} px {term}: pairs {pruned_pairs / unpruned_pairs:.2f} of the unpruned search's, "
-              f"time {unpruned_ms:.1f} -> {pruned_ms:.1f} ms ({unpruned_ms / pruned_ms:.2f}x)")
+                      f"{cells} |", flush=True)
+    for (size, term), total in totals.items():
+        pairs, ms = total["unpruned"]
+        summary = ", ".join(f"{v} {t[0] / pairs:.2f} of the pairs in {t[1]:.0f} ms ({ms / t[1]:.2f}x)"
+                            for v, t in total.items() if v not in ("unpruned", "baseline"))
+        if baseline:
+            summary += f"; baseline {total['baseline'][1]:.0f} ms"
+        print(f"all {size} px {term}: unpruned {ms:.0f} ms; {summary}")
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
@@ -330,6 +363,7 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="--pruning: a synthetic split folder (default: generate)")
     parser.add_argument("--config", default="configs/synthetic.yaml", help="--pruning: template and data settings")
     parser.add_argument("--checkpoint", default="pretrained/synthetic_prior_ours.pt", help="--pruning: the prior")
+    parser.add_argument("--baseline", default=None, help="--pruning: another chamfer.py to time beside ours")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -45,6 +45,7 @@ class InversionLossConfig:
     # The original subsamples 8192 points per side at random each step; None uses every point.
     subsample_points: Optional[int] = None
     chunk_size: int = 1 << 18        # (query, reference) pairs per tile of the nearest-neighbour search
+    chamfer_pruning: bool = True     # pixel Chamfer search skips pairs that cannot be nearest (same results)
     vgg_weights: Optional[str] = None      # default: vgg19-dcbb9e9d.pth from the pretrained folders
     allow_random_vgg: bool = False         # tests and smoke runs only: random VGG weights, logged loudly
 

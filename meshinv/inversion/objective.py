@@ -154,7 +154,7 @@ class InversionObjective:
             target = self._maybe_subsample(targets.pixels)
             terms["pixel"] = c.pixel_weight * pixel_chamfer_texture_loss(
                 pred.positions, pred.values, target.positions, target.values,
-                pred_valid=pred.valid, target_valid=target.valid, **self.chamfer_options)
+                pred_valid=pred.valid, target_valid=target.valid, pruning=c.chamfer_pruning, **self.chamfer_options)
         if c.feature_weight > 0:
             target = (self._target_features(targets.images, targets.masks) if self.recompute_target_features
                       else targets.features)

@@ -3,15 +3,26 @@
 Every loss here is a nearest-neighbour search between two point sets A (P points) and B (Q points)
 under a cost D(a, b), followed by a mean of the per-point minimum. The original builds the whole
 P x Q matrix in float64 and therefore subsamples 8192 points per side; here the search walks over
-tiles of at most `chunk_size` (a, b) pairs, keeping only a running minimum and its index per point,
-so memory is O(P + Q) plus one tile, and every foreground pixel can be used.
+tiles of at most `chunk_size` (a, b) pairs, keeping per point only a running minimum and a few
+candidates, so memory is O(P + Q) plus one tile, and every foreground pixel can be used.
+
+Which partner: a tile is a matmul of augmented vectors (the expanded form |x|^2 + |y|^2 - 2 x.y that
+the original also uses): fast, but rounded differently in different tiles. So tiles only nominate
+candidates, the partners within a proven bound on that rounding of the smallest tile cost, and each
+point takes the first partner (in reference order) of smallest exact cost, _pair_cost, computed from
+differences: the cost that the losses report. The result is a dense search's over _pair_cost,
+whatever the tiling, chunk_size or pruning.
+
+Pruning (pixel texture loss, `pruning=True`): w >= 1 never decreases with D_s and D_c >= 0, so a
+pair costs at least w(D_s) rgb_eps. Both sets are cut into spatially compact blocks, and a block
+pair is visited only if a lower bound on its pairs' costs does not exceed an upper bound on the
+smallest cost of one of its points: the skipped pairs cannot be minimisers, and the result, values
+and gradients are those of the unpruned search, bit for bit.
 
 Gradients: the minimum over b of D(a, b) has the gradient of D(a, b*) at the minimiser b* (as
-torch.min's backward does). So the search runs without autograd (each tile is a matmul of
-augmented vectors, the expanded form |x|^2 + |y|^2 - 2 x.y that the original also uses), and the
-costs of the matched pairs are then recomputed differentiably from gathered points, as exact
-differences: the values do not suffer the expanded form's cancellation, and the backward pass
-stores only the O(P) matched pairs.
+torch.min's backward does). So the search runs without autograd and the costs of the matched pairs
+are recomputed differentiably from gathered points (_pair_cost): the values do not suffer the
+expanded form's cancellation, and the backward pass stores only the O(P) matched pairs.
 
 Batches: point sets are padded to (B, N, C) with a boolean validity mask (B, N), so that B images
 with different foreground sizes are handled at once; every loss returns one value per image, (B,).
@@ -373,10 +384,14 @@ class _RunningMinimum:
         return torch.where(partner == _NO_INDEX, torch.zeros_like(partner), partner - offset)
 
 
-def _largest_norm(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(B, N, C) -> (B,) largest |x| over the valid points, in float64."""
-    squared = torch.where(valid, points.detach().double().square().sum(-1), 0.0)
-    return squared.amax(dim=1).sqrt() if points.shape[1] else squared.new_zeros(points.shape[0])
+def _largest_norms(*sets: tuple[torch.Tensor, torch.Tensor]) -> list[float]:
+    """The largest |x| over the valid points of each (points (B, N, C), valid (B, N)) of the batch,
+    rounded up, in one transfer to the host."""
+    squares = [torch.where(valid, points.detach().square().sum(-1), 0).amax() if points.shape[1]
+               else points.new_zeros(()) for points, valid in sets]
+    channels = max(points.shape[-1] for points, _ in sets)
+    rounding = 1 + (channels + 2) * torch.finfo(sets[0][0].dtype).eps
+    return [math.sqrt(square) * rounding for square in torch.stack(squares).tolist()]
 
 
 def _candidate_slack(query: torch.Tensor, reference: torch.Tensor, query_valid: torch.Tensor,
@@ -408,13 +423,16 @@ def _candidate_slack(query: torch.Tensor, reference: torch.Tensor, query_valid: 
         u_t = max(u_t, 2.0 ** -8)  # TF32 or bfloat16 inside the matmul
     channels = query.shape[-1]
     rgb_eps = weighting.rgb_eps if weighting is not None else 0.0
-    value_scale = (_largest_norm(query, query_valid) + _largest_norm(reference, reference_valid)) ** 2 + rgb_eps
-    value_error = float(((2 * channels + 4) * u_t * value_scale).max())
+    if weighting is not None:
+        norms = _largest_norms((query, query_valid), (reference, reference_valid), (query_pos, query_valid),
+                               (reference_pos, reference_valid))
+    else:
+        norms = _largest_norms((query, query_valid), (reference, reference_valid)) + [0.0, 0.0]
+    value_error = (2 * channels + 4) * u_t * ((norms[0] + norms[1]) ** 2 + rgb_eps)
     exact_relative = (channels + 3) * u + u
     tile_weight, largest_weight = 0.0, 1.0
     if weighting is not None:
-        reach = float(((_largest_norm(query_pos, query_valid) + _largest_norm(reference_pos, reference_valid)) ** 2
-                       ).max())
+        reach = (norms[2] + norms[3]) ** 2
         alpha, eps = weighting.alpha, weighting.eps
 
         def weight_error(base_error, unit):
@@ -595,7 +613,8 @@ class _Blocks:
         order = F.pad(_z_order(positions, valid), (0, pad))
         sorted_valid = F.pad(valid.gather(1, order[:, :length]), (0, pad)).view(batch, blocks, size)
         image = torch.arange(batch, device=valid.device)[:, None]
-        ids = torch.where(sorted_valid.view(batch, -1), image * length + order, batch * length).view(batch, blocks, size)
+        ids = torch.where(sorted_valid.view(batch, -1), image * length + order, batch * length)
+        ids = ids.view(batch, blocks, size)
         inside = sorted_valid[..., None]
 
         def box(points):
