@@ -192,6 +192,21 @@ def test_plain_distance_search_equals_dense_with_ties():
     assert can_prune(SpatialWeighting(), 10_000)
 
 
+def test_points_without_a_partner_nominate_no_candidates(monkeypatch):
+    # An image whose reference set is empty, beside one that is not: its queries would otherwise find
+    # every padded reference equally far (all candidates, P x Q of them).
+    nominated = []
+    original = chamfer._RunningMinimum.nominate
+    monkeypatch.setattr(chamfer._RunningMinimum, "nominate",
+                        lambda self, ids, *rest: (nominated.append(ids.numel()), original(self, ids, *rest)))
+    inputs = point_sets("smooth", 5, [1500, 1500], [1600, 0], 3, torch.float32)
+    for pruning in (False, True):
+        nominated.clear()
+        result = search(*inputs, SpatialWeighting(), True, pruning=pruning)
+        assert (result.query_to_reference[1] == 0).all()
+        assert sum(nominated) < 20 * 1500  # a few per point that has partners
+
+
 def test_losses_and_gradients_are_bit_equal_with_and_without_pruning():
     for loss, channels in ((pixel_chamfer_texture_loss, 3), (feature_chamfer_texture_loss, 16)):
         query, reference, query_valid, reference_valid, query_xy, reference_xy = point_sets(

@@ -343,12 +343,15 @@ class _RunningMinimum:
     padding): the smallest expanded-form cost seen (`tile`), the candidates nominated so far, and,
     once decided, the first partner of smallest exact cost (`partner`, _NO_INDEX if none)."""
 
-    def __init__(self, size: int, relative: float, absolute: float, dtype: torch.dtype, device: torch.device):
-        """size: number of points + 1; relative, absolute: the candidate slack (_candidate_slack)."""
+    def __init__(self, searching: torch.Tensor, relative: float, absolute: float, dtype: torch.dtype):
+        """searching: (B, N) the valid points of images with a valid partner; relative, absolute:
+        the candidate slack (_candidate_slack)."""
         self.relative, self.absolute = relative, absolute
-        self.tile = torch.full((size,), float("inf"), dtype=dtype, device=device)
-        self.tile[-1] = float("-inf")  # the padding slot: its threshold is -inf, it nominates no one
-        self.partner = torch.full((size,), _NO_INDEX, dtype=torch.long, device=device)
+        # The others (and the padding slot) start at -inf: their threshold stays -inf and they
+        # nominate no one (a point without partners would otherwise nominate every padded one).
+        searching = torch.cat([searching.reshape(-1), searching.new_zeros(1)])
+        self.tile = torch.where(searching, float("inf"), float("-inf")).to(dtype)
+        self.partner = torch.full(self.tile.shape, _NO_INDEX, dtype=torch.long, device=self.tile.device)
         self.candidates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def threshold(self, ids: torch.Tensor) -> torch.Tensor:
@@ -384,6 +387,22 @@ class _RunningMinimum:
         return torch.where(partner == _NO_INDEX, torch.zeros_like(partner), partner - offset)
 
 
+def _centred(a: torch.Tensor, a_valid: torch.Tensor, b: torch.Tensor, b_valid: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """a and b (detached) shifted by one vector per image, the middle of the bounding box of their
+    valid points, for the tiles: the expanded form's rounding grows with the points' norms, while
+    their differences stay the same (up to the rounding of the shift, which _candidate_slack counts)."""
+    a, b = a.detach(), b.detach()
+    if a.shape[1] == 0 or b.shape[1] == 0:
+        return a, b
+    low = torch.minimum(a.masked_fill(~a_valid[..., None], float("inf")).amin(1),
+                        b.masked_fill(~b_valid[..., None], float("inf")).amin(1))
+    high = torch.maximum(a.masked_fill(~a_valid[..., None], float("-inf")).amax(1),
+                         b.masked_fill(~b_valid[..., None], float("-inf")).amax(1))
+    centre = torch.where(torch.isfinite(low) & torch.isfinite(high), (low + high) / 2, 0.0)[:, None]
+    return a - centre, b - centre
+
+
 def _largest_norms(*sets: tuple[torch.Tensor, torch.Tensor]) -> list[float]:
     """The largest |x| over the valid points of each (points (B, N, C), valid (B, N)) of the batch,
     rounded up, in one transfer to the host."""
@@ -398,7 +417,8 @@ def _candidate_slack(query: torch.Tensor, reference: torch.Tensor, query_valid: 
                      reference_valid: torch.Tensor, query_pos: Optional[torch.Tensor],
                      reference_pos: Optional[torch.Tensor], weighting: Optional[SpatialWeighting]
                      ) -> tuple[float, float]:
-    """(relative, absolute), for the whole batch: a pair with the smallest exact cost of its point has an
+    """(relative, absolute), for the whole batch, from the tiles' (centred) inputs and the weighting: a
+    pair with the smallest exact cost of its point has an
     expanded-form (tile) cost <= (m + absolute) (1 + relative) + absolute, where m is the smallest
     tile cost seen for that point (over any set of partners that includes the pair).
 
@@ -406,8 +426,9 @@ def _candidate_slack(query: torch.Tensor, reference: torch.Tensor, query_valid: 
     arithmetic of the stored inputs, V = |x - y|^2 + rgb_eps >= rgb_eps, B = eps + k D_s and
     W = max(B, 1)^alpha >= 1 (so c = W V):
     - tiles: the expanded form of V (norms, then a matmul of C + 2 terms in any order, FMA or not)
-      is off by at most (2C + 4) u_t S_V, S_V = (max|x| + max|y|)^2 + rgb_eps; B by at most
-      8 u_t S_B, S_B = k (max|p| + max|q|)^2 + |eps|;
+      of the centred points (_centred: a shift that rounds too) is off by at most (2C + 6) u_t S_V,
+      S_V = (max|x| + max|y|)^2 + rgb_eps over the centred points; B by at most 10 u_t S_B,
+      S_B = k (max|p| + max|q|)^2 + |eps|;
     - exact form (_pair_cost, from differences): V has a relative error <= (C + 3) u, and B an
       absolute one <= 7 u k D_s + 2 u |eps| <= (7 + 9 |eps|) u B wherever W = B >= 1 matters;
     - an error dB in B moves W by a factor <= 1 + alpha (1 + dB)^max(alpha - 1, 0) dB / max(B, 1),
@@ -428,7 +449,7 @@ def _candidate_slack(query: torch.Tensor, reference: torch.Tensor, query_valid: 
                                (reference_pos, reference_valid))
     else:
         norms = _largest_norms((query, query_valid), (reference, reference_valid)) + [0.0, 0.0]
-    value_error = (2 * channels + 4) * u_t * ((norms[0] + norms[1]) ** 2 + rgb_eps)
+    value_error = (2 * channels + 6) * u_t * ((norms[0] + norms[1]) ** 2 + rgb_eps)
     exact_relative = (channels + 3) * u + u
     tile_weight, largest_weight = 0.0, 1.0
     if weighting is not None:
@@ -439,7 +460,7 @@ def _candidate_slack(query: torch.Tensor, reference: torch.Tensor, query_valid: 
             pow_error = 0.0 if alpha == 1 else 16 * unit
             return alpha * (1 + base_error) ** max(alpha - 1, 0.0) * base_error + pow_error
 
-        tile_weight = weight_error(8 * u_t * (weighting.k * reach + abs(eps)), u_t)
+        tile_weight = weight_error(10 * u_t * (weighting.k * reach + abs(eps)), u_t)
         exact_relative += weight_error((7 + 9 * abs(eps)) * u, u)
         largest_weight = max(max(eps, 0.0) + weighting.k * reach, 1.0) ** alpha
     if rgb_eps > 0:
@@ -477,10 +498,18 @@ class _Search:
         padding = torch.zeros(1, dtype=torch.bool, device=query.device)
         self.query_valid = torch.cat([query_valid.reshape(-1), padding])
         self.reference_valid = torch.cat([reference_valid.reshape(-1), padding])
-        slack = _candidate_slack(query, reference, query_valid, reference_valid, query_pos, reference_pos, weighting)
-        state = dict(dtype=query.dtype, device=query.device)
-        self.forward = _RunningMinimum(batch * num_query + 1, *slack, **state)
-        self.reverse = _RunningMinimum(batch * num_reference + 1, *slack, **state) if both_directions else None
+        # What the tiles multiply: both sets, and both position sets, centred (see _centred).
+        self.tile_query, self.tile_reference = _centred(query, query_valid, reference, reference_valid)
+        self.tile_query_xy = self.tile_reference_xy = None
+        if weighting is not None:
+            self.tile_query_xy, self.tile_reference_xy = _centred(query_pos, query_valid, reference_pos,
+                                                                  reference_valid)
+        slack = _candidate_slack(self.tile_query, self.tile_reference, query_valid, reference_valid,
+                                 self.tile_query_xy, self.tile_reference_xy, weighting)
+        self.forward = _RunningMinimum(query_valid & reference_valid.any(1, keepdim=True), *slack, query.dtype)
+        self.reverse = None
+        if both_directions:
+            self.reverse = _RunningMinimum(reference_valid & query_valid.any(1, keepdim=True), *slack, query.dtype)
         self.pairs = torch.zeros(batch, dtype=torch.long, device=query.device)
 
     def visit(self, cost: torch.Tensor, query_ids: torch.Tensor, reference_ids: torch.Tensor) -> None:
@@ -517,10 +546,12 @@ class _Search:
         return NearestNeighbours(forward, reverse, self.pairs)
 
 
-def _visit_every_tile(search: _Search, query, reference, query_valid, reference_valid, query_pos, reference_pos,
-                      chunk_size: int) -> None:
+def _visit_every_tile(search: _Search, query_valid: torch.Tensor, reference_valid: torch.Tensor, chunk_size: int
+                      ) -> None:
     """The unpruned search: every (query, reference) pair, in tiles of about chunk_size pairs."""
     batch, num_query, num_reference = search.batch, search.num_query, search.num_reference
+    query, reference, query_pos, reference_pos = (search.tile_query, search.tile_reference, search.tile_query_xy,
+                                                  search.tile_reference_xy)
     weighting, device = search.weighting, query.device
     # Both sets padded to whole groups, so that every tile has grouped minima in both directions.
     # Padded points get a huge cost through their augmented norms: padded references are never
@@ -688,12 +719,12 @@ def _visit_pruned(search: _Search, query, reference, query_valid, reference_vali
     # One row per block, values and positions side by side, so that a tile takes two gathers.
     width = query.shape[-1] + 2
     query_rows = torch.cat([
-        _augment_query(queries.rows(query), 1.0, weighting.rgb_eps, sorted_query_valid if both else None),
-        _augment_query(queries.rows(query_pos), weighting.k, weighting.eps, None),
+        _augment_query(queries.rows(search.tile_query), 1.0, weighting.rgb_eps, sorted_query_valid if both else None),
+        _augment_query(queries.rows(search.tile_query_xy), weighting.k, weighting.eps, None),
     ], dim=-1).view(batch * query_blocks, _QUERY_BLOCK, -1)
     reference_cols = torch.cat([
-        _augment_reference(references.rows(reference), sorted_reference_valid),
-        _augment_reference(references.rows(reference_pos), None),
+        _augment_reference(references.rows(search.tile_reference), sorted_reference_valid),
+        _augment_reference(references.rows(search.tile_reference_xy), None),
     ], dim=1).view(batch, -1, reference_blocks, _REFERENCE_BLOCK).transpose(1, 2)
     reference_cols = reference_cols.reshape(batch * reference_blocks, -1, _REFERENCE_BLOCK)
     query_ids = queries.ids.view(batch * query_blocks, _QUERY_BLOCK)
@@ -807,7 +838,7 @@ def nearest_neighbours(query: torch.Tensor, reference: torch.Tensor, *, query_va
     if pruning and can_prune(weighting, num_reference):
         _visit_pruned(search, query, reference, query_valid, reference_valid, query_pos, reference_pos, chunk_size)
         return search.result()
-    _visit_every_tile(search, query, reference, query_valid, reference_valid, query_pos, reference_pos, chunk_size)
+    _visit_every_tile(search, query_valid, reference_valid, chunk_size)
     return search.result()
 
 
