@@ -498,8 +498,12 @@ class _Search:
         padding = torch.zeros(1, dtype=torch.bool, device=query.device)
         self.query_valid = torch.cat([query_valid.reshape(-1), padding])
         self.reference_valid = torch.cat([reference_valid.reshape(-1), padding])
-        # What the tiles multiply: both sets, and both position sets, centred (see _centred).
-        self.tile_query, self.tile_reference = _centred(query, query_valid, reference, reference_valid)
+        # What the tiles multiply: positions and colours centred (see _centred); features (C > 4)
+        # as they are, since centring them costs more than it saves.
+        self.tile_query, self.tile_reference = (self.query_values.view_as(query),
+                                                self.reference_values.view_as(reference))
+        if channels <= 4:
+            self.tile_query, self.tile_reference = _centred(query, query_valid, reference, reference_valid)
         self.tile_query_xy = self.tile_reference_xy = None
         if weighting is not None:
             self.tile_query_xy, self.tile_reference_xy = _centred(query_pos, query_valid, reference_pos,
