@@ -51,7 +51,8 @@ sys.path.insert(0, str(ROOT))
 from machine import cpu_model  # noqa: E402
 from meshinv.config import ExperimentConfig  # noqa: E402
 from meshinv.data.preprocess import CropConfig  # noqa: E402
-from meshinv.data.synthetic import SyntheticDataset, write_split  # noqa: E402
+from meshinv.data.synthetic import SyntheticDataset  # noqa: E402
+from meshinv.datagen.synthetic import write_split  # noqa: E402
 from meshinv.geometry.camera import WeakPerspectiveCamera  # noqa: E402
 from meshinv.geometry.template import build_template  # noqa: E402
 from meshinv.inversion import CameraInitConfig, perturb_camera  # noqa: E402
@@ -68,7 +69,7 @@ from meshinv.losses import (  # noqa: E402
     point_set_from_mask,
 )
 from meshinv.models import load_generator  # noqa: E402
-from meshinv.render import MeshRenderer  # noqa: E402
+from meshinv.render import make_renderer  # noqa: E402
 from meshinv.utils.config import load_config  # noqa: E402
 
 XY_THRESHOLD, XY_K, XY_ALPHA, RGB_EPS = 0.16, 1.0, 1.0, 1.0
@@ -245,8 +246,8 @@ def real_pairs(size: int, images: int, config: str, checkpoint: str, data: str |
     """
     cfg = load_config(ExperimentConfig, config)
     template = build_template(cfg.template)
-    generator = load_generator(checkpoint)
-    renderer = MeshRenderer(size)
+    generator = load_generator(checkpoint, template=cfg.template, model=cfg.model)
+    renderer = make_renderer(size)
     with tempfile.TemporaryDirectory() as scratch:
         split = Path(data) if data else write_split(replace(cfg.synthetic, out_dir=scratch), "test", images)
         dataset = SyntheticDataset(split, CropConfig(img_size=size, mask_threshold=0.95))

@@ -106,8 +106,19 @@ def run_path(inverter: Inverter, samples, cameras, batch_size: int) -> dict:
 
 
 def time_sample(inverter: Inverter, samples, cameras, batch_size: int, select: int, steps: int,
-                full_select: int, full_steps: int) -> dict:
-    """Seconds per image of the full schedule, extrapolated from `select` candidates and `steps` steps."""
+                full_select: int, full_steps: int, sync=lambda: None) -> dict:
+    """Seconds per image of the full schedule, extrapolated from `select` candidates and `steps` steps.
+    `sync` waits for queued device work (torch.cuda.synchronize on a GPU) before a clock is read.
+    The inverter's schedule is restored afterwards."""
+    saved = {k: getattr(inverter.cfg, k) for k in ("select_num", "iterations", "z_lrs", "camera_lrs")}
+    try:
+        return _time_sample(inverter, samples, cameras, batch_size, select, steps, full_select, full_steps, sync)
+    finally:
+        for key, value in saved.items():
+            setattr(inverter.cfg, key, value)
+
+
+def _time_sample(inverter, samples, cameras, batch_size, select, steps, full_select, full_steps, sync) -> dict:
     inverter.cfg.select_num = select
     inverter.cfg.iterations = [steps]
     inverter.cfg.z_lrs, inverter.cfg.camera_lrs = inverter.cfg.z_lrs[:1], inverter.cfg.camera_lrs[:1]
@@ -116,13 +127,17 @@ def time_sample(inverter: Inverter, samples, cameras, batch_size: int, select: i
         chunk = samples[begin:begin + batch_size]
         images, masks = torch.stack([s.image for s in chunk]), torch.stack([s.mask for s in chunk])
         cams, classes = torch.stack(cameras[begin:begin + batch_size]), torch.tensor([s.class_id for s in chunk])
+        images, masks = images.to(inverter.device, inverter.dtype), masks.to(inverter.device)
+        cams, classes = cams.to(inverter.device, inverter.dtype), classes.to(inverter.device)
+        sync()
         start = time.perf_counter()
         targets = inverter.objective.prepare(images, masks)
         inverter.select_initial_z(targets, cams, classes)
+        sync()
         select_seconds += time.perf_counter() - start
         inverter.cfg.select_num = 1
         start = time.perf_counter()
-        inverter.invert(images, masks, cams, classes, [s.image_id for s in chunk])
+        inverter.invert(images, masks, cams, classes, [s.image_id for s in chunk])  # results come back: synced
         step_seconds += time.perf_counter() - start
         inverter.cfg.select_num = select
     n = len(samples)
@@ -149,10 +164,10 @@ def main() -> None:
 
     cfg = load_config(ExperimentConfig, args.config)
     inv = cfg.inversion
-    inv.loss = replace(inv.loss, feature_weight=0.04, allow_random_vgg=True)
+    inv.loss = replace(inv.loss, feature_weight=0.04, on_missing_vgg="random")
     if args.image_size:
         inv.crop = replace(inv.crop, img_size=args.image_size)
-    generator = load_generator(args.checkpoint or inv.checkpoint)
+    generator = load_generator(args.checkpoint or inv.checkpoint, template=cfg.template, model=cfg.model)
     template = build_template(cfg.template)
     dataset = SyntheticDataset(inv.data, inv.crop)
     samples = [dataset[i] for i in range(args.images)]

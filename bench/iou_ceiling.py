@@ -35,7 +35,7 @@ from meshinv.evaluation.metrics import iou  # noqa: E402
 from meshinv.geometry.camera import WeakPerspectiveCamera  # noqa: E402
 from meshinv.geometry.template import build_template  # noqa: E402
 from meshinv.models import load_generator  # noqa: E402
-from meshinv.render.renderer import MeshRenderer  # noqa: E402
+from meshinv.render.settings import make_renderer  # noqa: E402
 from meshinv.utils.config import load_config  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def main() -> None:
     print("| working size | mask threshold | all | unoccluded | occluded |")
     print("|---|---|---|---|---|")
     for size in (int(s) for s in args.sizes.split(",")):
-        renderer = MeshRenderer(size)
+        renderer = make_renderer(size)
         for threshold in (float(t) for t in args.thresholds.split(",")):
             crop = dataclasses.replace(cfg.inversion.crop, img_size=size, mask_threshold=threshold)
             dataset = SyntheticDataset(root, crop)
@@ -75,12 +75,12 @@ def main() -> None:
 
 
 def oracle(cfg: ExperimentConfig, template, root: Path, count: int, steps: int = 300) -> None:
-    generator = load_generator(cfg.inversion.checkpoint).eval()
+    generator = load_generator(cfg.inversion.checkpoint, template=cfg.template, model=cfg.model).eval()
     for parameter in generator.parameters():
         parameter.requires_grad_(False)
     crop = cfg.inversion.crop
     dataset = SyntheticDataset(root, crop)
-    renderer = MeshRenderer(crop.img_size)
+    renderer = make_renderer(cfg.inversion.render_settings)
     candidates = torch.randn(cfg.inversion.select_num, generator.latent_dim,
                              generator=torch.Generator().manual_seed(cfg.inversion.seed))
     truth, fitted = [], []

@@ -34,7 +34,7 @@ from dense_rasterizer import dense_render  # noqa: E402
 from machine import cpu_model  # noqa: E402
 from meshinv.geometry.camera import WeakPerspectiveCamera  # noqa: E402
 from meshinv.geometry.template import MeshTemplate  # noqa: E402
-from meshinv.render import MeshRenderer  # noqa: E402
+from meshinv.render import Renderer, make_renderer  # noqa: E402
 
 INVERSION_STEP_MS = 50.0  # estimated time of one inversion step per 256 x 256 image on this CPU
 RENDER_BUDGET = 0.10  # rendering should take < 10% of it
@@ -53,7 +53,7 @@ def make_inputs(template: MeshTemplate, batch: int, seed: int = 0):
     return vertices, texture
 
 
-def ours(template: MeshTemplate, renderer: MeshRenderer):
+def ours(template: MeshTemplate, renderer: Renderer):
     def render(vertices, texture):
         out = template.render(renderer, vertices, texture)
         return out.image, out.depth, out.face_index
@@ -96,7 +96,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     template = MeshTemplate.uv_sphere(16)
-    renderer = MeshRenderer(args.size)
+    renderer = make_renderer(args.size)
     vertices16, texture16 = make_inputs(template, 16)
     render_ours, render_dense = ours(template, renderer), dense(template, args.size)
 

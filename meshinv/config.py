@@ -12,12 +12,13 @@ from typing import Optional
 
 import torch
 
-from .data.pseudogt import PseudoGTConfig
 from .data.segment import SegmentConfig
-from .data.synthetic import SyntheticConfig
+from .datagen.pseudogt import PseudoGTConfig
+from .datagen.synthetic import SyntheticConfig
 from .evaluation.config import EvaluationConfig
 from .geometry.template import TemplateConfig
-from .inversion.config import InversionConfig
+from .inversion.config import SHIPPED_PRIOR, InversionConfig
+from .render.settings import RenderSettings
 from .training.camera import CameraTrainConfig
 from .training.config import ModelConfig, PretrainConfig
 from .utils.config import at_least, greater_than, require
@@ -27,7 +28,7 @@ from .utils.config import at_least, greater_than, require
 class SampleConfig:
     """scripts/sample.py: meshes drawn from a pretrained generator."""
 
-    checkpoint: str = "pretrained/synthetic_prior_ours.pt"
+    checkpoint: str = SHIPPED_PRIOR
     out_dir: str = "outputs/samples"
     count: int = 8
     seed: int = 0
@@ -40,6 +41,10 @@ class SampleConfig:
         at_least(self, 1, "count", "image_size")
         at_least(self, 0, "classes")
         greater_than(self, 0, "truncation_sigma")
+
+    @property
+    def render_settings(self) -> RenderSettings:
+        return RenderSettings(self.image_size)
 
 
 @dataclass

@@ -16,11 +16,8 @@ import sys
 from pathlib import Path
 
 from meshinv.config import ExperimentConfig
-from meshinv.data.pseudogt import build_pseudogt_folder, convert_convmesh_pseudogt, pseudogt_dirname
-from meshinv.data.synthetic import SyntheticDataset
-from meshinv.data.preprocess import CropConfig
 from meshinv.data.sample import DataError
-from meshinv.geometry.template import build_template
+from meshinv.datagen.pseudogt import build_synthetic_pseudogt, convert_convmesh_pseudogt, synthetic_pseudogt_folder
 from meshinv.utils.config import parse_cli
 from meshinv.utils.io import save_json
 from meshinv.utils.logging import setup_logging
@@ -45,12 +42,13 @@ def main() -> int:
             return 1
         log.info("converted %d files into %s", count, pgt.convert_out)
         return 0
-    root = Path(cfg.synthetic.out_dir) / pgt.split
-    out = root / pseudogt_dirname(pgt.texture_size)
+    out = synthetic_pseudogt_folder(cfg.synthetic, pgt)
     setup_logging(args.log_level, out / "log.txt")
-    dataset = SyntheticDataset(root, CropConfig(img_size=cfg.synthetic.image_size))
-    template = build_template(cfg.synthetic.template)
-    report = build_pseudogt_folder(dataset, template, pgt, out, overwrite=pgt.overwrite)
+    try:
+        report = build_synthetic_pseudogt(cfg.synthetic, pgt)
+    except DataError as err:  # no such split, or not a synthetic one
+        log.error("%s", err)
+        return 1
     save_json(out / "report.json", report)
     if report["failed"]:
         log.warning("%d images failed; see %s", len(report["failed"]), out / "report.json")

@@ -13,42 +13,23 @@ ground-truth vertices (red).
 
 from __future__ import annotations
 
-import logging
 import sys
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
-from meshinv.data.datasets import DATASET_KINDS, open_dataset
-from meshinv.data.inspect import inspect_dataset, sample_overlays
+from meshinv.data.datasets import open_dataset
+from meshinv.data.inspect import CheckDatasetConfig, inspect_dataset, sample_overlays
 from meshinv.data.preprocess import CropConfig
 from meshinv.data.sample import DataError
 from meshinv.utils.config import parse_cli
 from meshinv.utils.images import save_grid
 from meshinv.utils.logging import setup_logging
 
-log = logging.getLogger("check_dataset")
-
-
-@dataclass
-class CheckDatasetConfig:
-    dataset: str = ""                 # cub | p3d | synthetic | folder
-    root: str = ""                    # the dataset folder
-    split: Optional[str] = None       # split to draw samples from (None: test, val for p3d)
-    out: Optional[str] = None         # PNG of the drawn samples (none if null)
-    samples: int = 6
-    image_size: int = 192
-    use_predicted_mask: bool = False  # cub: draw with predicted_mask/ instead of the annotated masks
-
 
 def main() -> int:
     cfg, args = parse_cli(CheckDatasetConfig, __doc__.splitlines()[0], shortcuts={
         "--dataset": "dataset", "--root": "root", "--split": "split", "--out": "out"})
     setup_logging(args.log_level)
-    if cfg.dataset not in DATASET_KINDS or not cfg.root:
-        log.error("--dataset must be one of %s and --root a folder", ", ".join(DATASET_KINDS))
-        return 2
     report = inspect_dataset(cfg.dataset, cfg.root, cfg.split)
     print(report.text())
     options = {"use_predicted_mask": True} if cfg.use_predicted_mask else {}

@@ -3,13 +3,15 @@
     python scripts/evaluate.py --config configs/synthetic.yaml --results DIR [--data DIR] [--set evaluation.limit=20]
     python scripts/evaluate.py --config configs/cub.yaml --results outputs/inversion_cub     (mask_iou + FIDs)
 
-Writes into the results folder: metrics.json (per image, means, counts, skipped metrics, the images
-the inversion failed on (from its summary.json) and those that could not be evaluated, with their
-reasons), report.md (the values, the paper's beside them on CUB / PASCAL3D+, the
-worst images by mask IoU, the grid) and report_grid.png (input, reconstruction, novel views of the
-prediction and, on synthetic data, of the ground truth), plus evaluate_config.yaml and
-evaluate_log.txt. Metrics: evaluation.metrics, from meshinv.evaluation.metrics; those needing ground
-truth run only with a synthetic --data split, iou_3d only with PASCAL3D+. fid_1 / fid_10 / fid_12
+Writes into the results folder: metrics.json (per image, means, medians and 95th percentiles, counts,
+skipped metrics, the results' starting-camera sources and seconds per image, the images the
+inversion failed on (from its summary.json) and those that could not be evaluated, with their
+reasons), report.md (the values, where the starting cameras came from, the worst images by mask IoU,
+the grid) and report_grid.png (input, reconstruction, novel views of the prediction and, on
+synthetic data, of the ground truth), plus evaluate_config.yaml and evaluate_log.txt. Metrics:
+evaluation.metrics, from meshinv.evaluation.metrics; those needing ground truth run only with a
+synthetic --data split, rotation_error_deg with a dataset that has cameras, iou_3d only with
+PASCAL3D+. fid_1 / fid_10 / fid_12
 need the Inception weights (pretrained/README.md); without them they are skipped with the reason.
 """
 
@@ -20,7 +22,8 @@ from pathlib import Path
 
 from meshinv.config import ExperimentConfig
 from meshinv.data.sample import DataError
-from meshinv.evaluation.evaluate import run_evaluation, write_outputs
+from meshinv.evaluation.evaluate import run_evaluation
+from meshinv.evaluation.report import write_outputs
 from meshinv.geometry.template import build_template
 from meshinv.utils.config import parse_cli, save_config
 from meshinv.utils.device import resolve_device

@@ -9,11 +9,10 @@ and <out>/contact_sheet.png. Samples already written are kept, so an interrupted
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from meshinv.config import ExperimentConfig
-from meshinv.data.synthetic import SyntheticGenerator, contact_sheet, write_split
+from meshinv.datagen.synthetic import SyntheticGenerator, contact_sheet, contact_sheet_split, write_splits
 from meshinv.utils.config import parse_cli, save_config
 from meshinv.utils.images import save_grid
 from meshinv.utils.io import save_json
@@ -29,18 +28,13 @@ def main() -> None:
     setup_logging(args.log_level, out / "log.txt")
     save_config(cfg, out / "config.yaml")
     generator = SyntheticGenerator(synthetic)
-    timings = {}
-    for split, count in synthetic.splits.items():
-        start = time.perf_counter()
-        write_split(synthetic, split, int(count), generator)
-        timings[split] = {"images": int(count), "seconds": round(time.perf_counter() - start, 1)}
+    summary = write_splits(synthetic, generator)
     if synthetic.contact_sheet_rows > 0:
-        split = "test" if "test" in synthetic.splits else next(iter(synthetic.splits))
-        tiles = contact_sheet(generator, split, synthetic.contact_sheet_rows)
+        tiles = contact_sheet(generator, contact_sheet_split(synthetic), synthetic.contact_sheet_rows)
         save_grid(out / "contact_sheet.png", tiles, nrow=tiles.shape[0] // synthetic.contact_sheet_rows)
-    save_json(out / "summary.json", {"splits": timings, "classes": synthetic.n_classes,
-                                     "species": [s.name for s in generator.species]})
-    log.info("wrote %s (%s)", out, ", ".join(f"{k}: {v['images']} in {v['seconds']} s" for k, v in timings.items()))
+    save_json(out / "summary.json", summary)
+    log.info("wrote %s (%s)", out,
+             ", ".join(f"{k}: {v['images']} in {v['seconds']} s" for k, v in summary["splits"].items()))
 
 
 if __name__ == "__main__":

@@ -15,27 +15,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
 from meshinv.config import ExperimentConfig
-from meshinv.data.folder import FolderDataset
-from meshinv.data.preprocess import CropConfig
+from meshinv.data.camera_predictions import PREDICTIONS_FILE
 from meshinv.geometry.template import build_template
 from meshinv.models.camera import camera_predictor_from_checkpoint, read_camera_checkpoint
-from meshinv.training.camera import FINAL, TRUSTED_IOU, OverlayShape, load_mean_shape, predict_cameras
+from meshinv.training.camera import FINAL, TRUSTED_IOU, overlay_shape, predict_folder_cameras
 from meshinv.utils.config import parse_cli
 from meshinv.utils.device import resolve_device
 from meshinv.utils.io import save_torch
 from meshinv.utils.logging import setup_logging
 
 log = logging.getLogger("predict_cameras")
-
-
-def fill_masks(cfg: ExperimentConfig, root: Path, device: torch.device) -> None:
-    """Segment the images of `root` that have no mask yet (written to root/masks/)."""
-    from meshinv.data.segment import segment_missing
-
-    segment_missing(FolderDataset(root), root / "masks", cfg.segment, device)
 
 
 def main() -> None:
@@ -46,26 +36,14 @@ def main() -> None:
     p = cfg.camera.predict
     if not p.data:
         raise SystemExit("predict_cameras.py: give the photos' folder with --data DIR")
-    root = Path(p.data)
     device = resolve_device(cfg.device)
     checkpoint = read_camera_checkpoint(p.checkpoint or Path(cfg.camera.out_dir) / FINAL)
     model = camera_predictor_from_checkpoint(checkpoint, device)
-    template = build_template(cfg.template)
-    if cfg.camera.mean_shape:
-        shape = load_mean_shape(cfg.camera.mean_shape, template)
-    else:
-        shape = OverlayShape.from_extra(checkpoint) or OverlayShape.template(template)
+    shape = overlay_shape(build_template(cfg.template), cfg.camera.mean_shape, checkpoint=checkpoint)
     log.info("overlay IoU shape: %s", shape.source)
-
-    if p.auto_masks:
-        fill_masks(cfg, root, device)
-    dataset = FolderDataset(root, CropConfig(img_size=model.image_size, padding=cfg.camera.padding))
-    with_mask = [i for i, path in enumerate(dataset.image_paths) if (root / "masks" / f"{path.stem}.png").is_file()]
-    if len(with_mask) < len(dataset):
-        log.warning("%d of %d images have no mask in %s and are left out", len(dataset) - len(with_mask),
-                    len(dataset), root / "masks")
-    predictions = predict_cameras(model, torch.utils.data.Subset(dataset, with_mask), device, p.batch_size, shape)
-    out = Path(p.out) if p.out else root / "cmr_pred_cam.pth"
+    predictions = predict_folder_cameras(model, p.data, cfg.camera.padding, device, p.batch_size, shape,
+                                         cfg.segment if p.auto_masks else None)
+    out = Path(p.out) if p.out else Path(p.data) / PREDICTIONS_FILE
     save_torch(out, predictions)
     trusted = sum(v["pred_pose_overlay_iou"] > TRUSTED_IOU for v in predictions.values())
     log.info("wrote %d cameras to %s (%d with overlay IoU > %.1f)", len(predictions), out, trusted, TRUSTED_IOU)

@@ -9,17 +9,12 @@ MeshInversion / ConvMesh one; a bare file name is looked up in the pretrained fo
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
-
-import torch
 
 from meshinv.config import ExperimentConfig
 from meshinv.geometry.template import build_template
-from meshinv.models import load_generator, truncated_normal
-from meshinv.render import MeshRenderer
-from meshinv.render.views import render_turntable
+from meshinv.models import load_generator
+from meshinv.training.samples import export_samples
 from meshinv.utils.config import parse_cli, save_config
 from meshinv.utils.device import resolve_device
 from meshinv.utils.images import save_grid
@@ -37,29 +32,11 @@ def main() -> None:
     setup_logging(args.log_level, out / "log.txt")
     save_config(cfg, out / "config.yaml")
     device = resolve_device(cfg.device)
-    generator = load_generator(s.checkpoint, device)
-    template = build_template(cfg.template).to(device)
-    seed = torch.Generator().manual_seed(s.seed)
     sigma = s.truncation_sigma if s.truncation_sigma is not None else cfg.model.truncation_sigma
-    z = truncated_normal((s.count, generator.latent_dim), sigma, seed).to(device)
-    classes = None
-    if generator.n_classes:
-        wanted = s.classes or list(range(generator.n_classes))
-        classes = torch.tensor([wanted[i % len(wanted)] for i in range(s.count)], device=device)
-    with torch.no_grad():
-        textures, maps = generator(z, classes)
-        vertices = template.vertex_positions(maps)
-    renderer = MeshRenderer(s.image_size)
-    views, files = [], []
-    for i in range(s.count):
-        with torch.no_grad():
-            images, _ = render_turntable(template, renderer, vertices[i], textures[i], s.azimuths)
-        views.append(images)
-        files.append(str(template.export(out / f"sample_{i:03d}" / "mesh.obj", vertices[i], textures[i])[0]))
-    save_grid(out / "samples.png", torch.cat(views), nrow=len(s.azimuths) * max(1, 8 // len(s.azimuths)))
-    save_json(out / "summary.json", {"checkpoint": str(s.checkpoint), "count": s.count, "meshes": files,
-                                     "classes": None if classes is None else classes.tolist(),
-                                     "truncation_sigma": sigma})
+    views, summary = export_samples(load_generator(s.checkpoint, device, template=cfg.template, model=cfg.model), build_template(cfg.template).to(device), out,
+                                    s.count, sigma, s.seed, s.classes, s.image_size, s.azimuths)
+    save_grid(out / "samples.png", views, nrow=len(s.azimuths) * max(1, 8 // len(s.azimuths)))
+    save_json(out / "summary.json", {"checkpoint": str(s.checkpoint), **summary})
     log.info("wrote %d meshes and %s", s.count, out / "samples.png")
 
 

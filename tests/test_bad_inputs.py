@@ -374,7 +374,7 @@ def test_invert_images_with_missing_segmenter_weights_inverts_the_masked_photos(
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "scripts/invert.py", "--config", "configs/synthetic.yaml", "--images", str(photos),
-         "--out", str(out), "--checkpoint", str(checkpoint), "--set", "device=cpu",
+         "--out", str(out), "--checkpoint", str(checkpoint), "--set", "device=cpu", "--set", "model.latent_dim=8",
          "--set", f"inversion.crop.img_size={SIZE}", "--set", "inversion.select_num=2",
          "--set", "inversion.iterations=[2,2]", "--set", "inversion.z_lrs=[0.1,0.05]",
          "--set", "inversion.camera_lrs=[0.01,0.005]", "--set", "inversion.export.turntable_frames=0",

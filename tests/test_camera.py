@@ -1,4 +1,4 @@
-"""Rotations against scipy, the weak-perspective camera (SPEC section 2) and pixel centres."""
+"""Rotations against scipy, the weak-perspective camera (docs/method.md section 2) and pixel centres."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def test_euler_rejects_bad_sequences():
 
 
 def test_evaluation_canonical_rotation():
-    # SPEC 8: Euler xyz (0, -90, 60) degrees in scipy's convention, then turntable views about y.
+    # docs/method.md section 8: Euler xyz (0, -90, 60) degrees in scipy's convention, then turntable views about y.
     angles = torch.tensor([0.0, -90.0, 60.0], dtype=torch.float64)
     expected = Rotation.from_euler("xyz", [0.0, -90.0, 60.0], degrees=True).as_matrix()
     np.testing.assert_allclose(euler_to_matrix(angles, "xyz", degrees=True).numpy(), expected, atol=1e-12)
@@ -161,7 +161,7 @@ def random_cameras(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def spec_transform(camera: np.ndarray, vertices: np.ndarray) -> np.ndarray:
-    """SPEC 2 with scipy: (R(q) (s v) + (tx, ty, 0)) * (1, -1, -1), per camera."""
+    """docs/method.md section 2 with scipy: (R(q) (s v) + (tx, ty, 0)) * (1, -1, -1), per camera."""
     out = []
     for cam, v in zip(camera, vertices):
         s, tx, ty, qw, qx, qy, qz = cam

@@ -4,8 +4,11 @@ cmr_pred_cam.pth predictions (tiny synthetic data at 64 px)."""
 
 from __future__ import annotations
 
+import copy
+
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -13,10 +16,15 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
+from test_cub_p3d import cub_root, p3d_root  # noqa: F401 -- the tiny CUB and PASCAL3D+ trees (fixtures)
+from meshinv.data.datasets import DATASET_KINDS
 from meshinv.data.folder import FolderDataset
 from meshinv.data.preprocess import CropConfig
-from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticGenerator, write_split
-from meshinv.geometry.camera import WeakPerspectiveCamera, quaternion_multiply, quaternion_to_matrix
+from meshinv.data.sample import DataError
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.synthetic import SyntheticConfig, SyntheticGenerator, write_split
+from meshinv.geometry.camera import (WeakPerspectiveCamera, average_cameras, quaternion_multiply, quaternion_to_matrix,
+                                     rotation_angle_deg)
 from meshinv.geometry.template import TemplateConfig, build_template
 from meshinv.models.camera import (
     RESNET18_WEIGHTS, CameraPredictor, load_camera_predictor, read_camera_checkpoint, rotation_from_6d,
@@ -25,9 +33,10 @@ from meshinv.models.camera import (
 from meshinv.models.checkpoints import CheckpointError
 from meshinv.render.renderer import MeshRenderer
 from meshinv.training.camera import (
-    FINAL, LATEST, Augmentation, CameraTrainConfig, OverlayShape, cache_samples, camera_dataset, camera_loss, overlay_iou,
-    predict_cameras, rotation_error_deg, scheduled_lr, train_camera,
+    FINAL, LATEST, Augmentation, CameraTrainConfig, CameraTrainer, OverlayShape, cache_samples, camera_dataset,
+    camera_loss, overlay_iou, predict_cameras, predict_folder_cameras, scheduled_lr, train_camera,
 )
+from meshinv.utils.config import ConfigError, validate_config
 from meshinv.utils.io import save_torch
 from meshinv.utils.weights import MissingWeightsError
 
@@ -129,8 +138,8 @@ def test_camera_loss_and_rotation_error_treat_q_and_minus_q_alike():
     assert float(camera_loss(flipped, target)["total"]) == pytest.approx(0.0, abs=1e-6)
     quarter_turn = torch.tensor([[math.cos(math.pi / 4), 0.0, math.sin(math.pi / 4), 0.0]])
     turned = quaternion_multiply(quarter_turn, target[:, 3:])
-    assert float(rotation_error_deg(turned, target[:, 3:])) == pytest.approx(90.0, abs=1e-3)
-    assert float(rotation_error_deg(-target[:, 3:], target[:, 3:])) == pytest.approx(0.0, abs=1e-3)
+    assert float(rotation_angle_deg(turned, target[:, 3:])) == pytest.approx(90.0, abs=1e-3)
+    assert float(rotation_angle_deg(-target[:, 3:], target[:, 3:])) == pytest.approx(0.0, abs=1e-3)
     off = target + torch.tensor([[0.1, 0.2, 0.0, 0, 0, 0, 0]])
     losses = camera_loss(off, target)
     assert float(losses["scale_translation"]) == pytest.approx((0.01 + 0.04) / 3, rel=1e-5)
@@ -173,6 +182,27 @@ def test_6d_head_gives_rotations_and_its_quaternions():
         CameraPredictor(SIZE, rotation_head="euler")
 
 
+def test_mirror_averaged_prediction_is_mirror_equivariant():
+    """Averaging with the mirrored crop's camera makes the prediction exactly mirror-equivariant:
+    the mirrored crop gets the mirrored camera, whatever the network has learnt."""
+    torch.manual_seed(0)
+    model = CameraPredictor(image_size=64, rotation_head="6d", masked_input=True).eval()
+    images = torch.rand(3, 3, 96, 96) * 2 - 1
+    masks = (torch.rand(3, 1, 96, 96) > 0.3).float()
+    with torch.no_grad():
+        averaged = model.mirror_averaged(images, masks)
+        of_mirrored = model.mirror_averaged(images.flip(-1), masks.flip(-1))
+        plain = model(images, masks)
+    expected = WeakPerspectiveCamera.from_tensor(averaged).mirrored().to_tensor()
+    torch.testing.assert_close(of_mirrored, expected, atol=1e-6, rtol=0)
+    assert not torch.allclose(averaged, plain, atol=1e-3)  # this network is not equivariant by itself
+    # The rotation lies halfway between the two it averages.
+    mirrored = WeakPerspectiveCamera.from_tensor(model(images.flip(-1), masks.flip(-1))).mirrored().to_tensor()
+    half = rotation_angle_deg(plain[:, 3:], mirrored[:, 3:]) / 2
+    torch.testing.assert_close(rotation_angle_deg(averaged[:, 3:], plain[:, 3:]), half, atol=1e-3, rtol=0)
+    torch.testing.assert_close(average_cameras(plain, mirrored), average_cameras(mirrored, plain))
+
+
 def test_masked_input_reads_the_object_only():
     torch.manual_seed(0)
     model = CameraPredictor(SIZE, feature_dim=16, masked_input=True).eval()
@@ -200,6 +230,48 @@ def test_matrix_loss_is_the_frobenius_distance_of_the_rotations():
 VARIANTS = {"cmr": {}, "6d_masked": dict(rotation_head="6d", masked_input=True, rotation_loss="matrix")}
 
 
+# (data root, train split, eval split, images in each) of each kind's tiny tree
+KIND_SPLITS = {"cub": ("train", "test", 3, 2), "p3d": ("train", "val", 3, 2), "synthetic": ("train", "val", 8, 4),
+               "folder": ("train", "val", 8, 4)}
+
+
+@pytest.mark.parametrize("kind", DATASET_KINDS)
+def test_camera_training_takes_every_dataset_kind_through_the_one_factory(kind, synthetic, cub_root, p3d_root,
+                                                                         tmp_path):
+    root = {"cub": cub_root[0], "p3d": p3d_root[0]}.get(kind, synthetic)
+    train_split, eval_split, train_count, eval_count = KIND_SPLITS[kind]
+    cfg = run_config(root, tmp_path, dataset=kind, train_split=train_split, eval_split=eval_split, batch_size=2)
+    assert camera_dataset(kind, str(root), train_split, cfg.crop()).info.kind == kind
+    trainer = CameraTrainer(cfg, TemplateConfig(), torch.device("cpu"))
+    assert len(trainer.train_data) == train_count and len(trainer.eval_data) == eval_count
+    assert torch.isfinite(trainer.step(0)["total"])
+    assert trainer.evaluate()["images"] == eval_count
+
+
+def test_camera_training_refuses_data_without_cameras_or_a_split_that_is_the_training_one(synthetic, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(synthetic / "val" / "images", photos / "train" / "images")
+    with pytest.raises(DataError, match=r"photos \(split train, read as camera.dataset 'folder'\): not every image "
+                                        r"has a camera"):
+        camera_dataset("folder", str(photos), "train", CropConfig(img_size=SIZE))
+    # A split folder given as the data root: both splits fall back to that one folder.
+    with pytest.raises(DataError, match="camera.eval_split 'val' holds the same images as camera.train_split"):
+        CameraTrainer(run_config(synthetic / "train", tmp_path), TemplateConfig(), torch.device("cpu"))
+    with pytest.raises(ConfigError, match="camera.dataset must be one of cub, p3d, synthetic, folder"):
+        validate_config(run_config(synthetic, tmp_path, dataset="imagenet"), "camera")
+
+
+def test_folder_predictions_leave_out_photos_without_a_mask(synthetic, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(synthetic / "val", photos)
+    stems = FolderDataset(photos).image_ids()
+    (photos / "masks" / f"{stems[0]}.png").unlink()
+    torch.manual_seed(0)
+    model = CameraPredictor(SIZE, feature_dim=16)
+    predictions = predict_folder_cameras(model, photos, 0.05, torch.device("cpu"), batch_size=2)
+    assert sorted(predictions) == stems[1:]
+
+
 def test_cosine_learning_rate_schedule():
     cfg = CameraTrainConfig(lr=1e-3, max_steps=100, lr_decay="cosine")
     assert scheduled_lr(cfg, 0) == pytest.approx(1e-3)
@@ -211,11 +283,14 @@ def test_cosine_learning_rate_schedule():
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_training_run_resume_checkpoint_and_predictions(synthetic, tmp_path, variant):
     options = VARIANTS[variant]
-    straight = train_camera(run_config(synthetic, tmp_path / "straight", **options), TemplateConfig(),
-                            torch.device("cpu"))
+    straight = train_camera(run_config(synthetic, tmp_path / "straight", export=str(tmp_path / "shipped.pt"),
+                                       **options), TemplateConfig(), torch.device("cpu"))
     out = tmp_path / "straight"
     for name in (LATEST, FINAL, "summary.json"):
         assert (out / name).is_file(), name
+    shipped = read_camera_checkpoint(tmp_path / "shipped.pt")  # the float16 export, with its figures
+    assert shipped["model"]["head_fc.0.weight"].dtype == torch.int8 and "optimizer" not in shipped
+    assert shipped["evaluation"] == straight["evaluation"]
     assert list((out / "tensorboard").glob("events.*"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 4 and summary["evaluation_split"] == "val"
@@ -249,6 +324,26 @@ def test_training_run_resume_checkpoint_and_predictions(synthetic, tmp_path, var
     masks = (torch.rand(2, 1, SIZE, SIZE) > 0.5).float()
     save_camera_predictor(tmp_path / "copy.pt", model, {"note": "copy"})
     torch.testing.assert_close(load_camera_predictor(tmp_path / "copy.pt")(images, masks), model(images, masks))
+    # A float16 copy (what is shipped) loads as the float32 model with its weights rounded to float16.
+    save_camera_predictor(tmp_path / "half.pt", model, storage="float16")
+    assert read_camera_checkpoint(tmp_path / "half.pt")["model"]["head_fc.0.weight"].dtype == torch.float16
+    half = load_camera_predictor(tmp_path / "half.pt")
+    assert next(half.parameters()).dtype == torch.float32 and model.config == half.config
+    rounded = copy.deepcopy(model)
+    rounded.load_state_dict({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    torch.testing.assert_close(half(images, masks), rounded(images, masks))
+    assert next(model.parameters()).dtype == torch.float32  # the model saved is left as it was
+    # int8 (what is shipped): each weight within half a step (max |w| / 254 of its output channel).
+    save_camera_predictor(tmp_path / "int8.pt", model, storage="int8")
+    stored = read_camera_checkpoint(tmp_path / "int8.pt")
+    assert stored["model"]["head_fc.0.weight"].dtype == torch.int8
+    loaded = load_camera_predictor(tmp_path / "int8.pt").state_dict()
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and value.dim() >= 2:
+            step = value.abs().flatten(1).amax(1) / 127
+            error = (loaded[key] - value).abs().flatten(1).amax(1)
+            # Half a step, plus float32 rounding (half an ulp of <= 127 steps) in the division, the product and the difference.
+            assert (error <= step * (0.5 + 256 * 2.0 ** -24)).all(), (key, (error / step).max().item())
     with pytest.raises(ValueError, match="reserved"):
         save_camera_predictor(tmp_path / "bad.pt", model, {"model": 1})
     save_torch(tmp_path / "other.pt", {"format": "meshinv.generator"})

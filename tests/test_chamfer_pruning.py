@@ -11,9 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import requires_cuda
+from conftest import CUDA_DEVICE, requires_cuda
 from meshinv.data.preprocess import CropConfig
-from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, write_split
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.synthetic import SyntheticConfig, write_split
 from meshinv.geometry.camera import WeakPerspectiveCamera
 from meshinv.geometry.template import MeshTemplate
 from meshinv.losses import (
@@ -22,7 +23,7 @@ from meshinv.losses import (
 )
 from meshinv.losses import chamfer
 from meshinv.losses.chamfer import _masked_mean, _pair_cost, _pointwise_pow, can_prune
-from meshinv.render import MeshRenderer
+from meshinv.render import make_renderer
 from test_inversion import tiny_generator
 
 WEIGHTINGS = [
@@ -244,7 +245,7 @@ def real_pairs(tmp_path_factory):
         z = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
         texture, mesh_map = generator(z, torch.tensor([s.class_id for s in samples]))
         ndc = WeakPerspectiveCamera.from_tensor(cameras).transform(template.vertex_positions(mesh_map))
-        render = template.render(MeshRenderer(size), ndc, texture, background=0.0)
+        render = template.render(make_renderer(size), ndc, texture, background=0.0)
     shifted = (target_images.roll(3, dims=-1), target_masks.roll(3, dims=-1))
     return [((render.image, render.mask), (target_images, target_masks)), (shifted, (target_images, target_masks))]
 
@@ -319,7 +320,7 @@ def test_spatial_weighting_refuses_a_decreasing_weight(name, value):
 
 @requires_cuda
 def test_pruned_search_is_exact_on_cuda():
-    inputs = [t.cuda() for t in point_sets("smooth", 4, [1900, 500], [1800, 700], 3, torch.float32)]
+    inputs = [t.to(CUDA_DEVICE) for t in point_sets("smooth", 4, [1900, 500], [1800, 700], 3, torch.float32)]
     for weighting in WEIGHTINGS:
         pruned, unpruned = assert_searches_agree(inputs, weighting, True)
-        assert pruned.device.type == "cuda" and pruned.sum() <= unpruned.sum()
+        assert pruned.device.type == torch.device(CUDA_DEVICE).type and pruned.sum() <= unpruned.sum()

@@ -281,6 +281,26 @@ def test_every_section_of_the_experiment_is_validated(override, message):
     assert message in str(info.value)
 
 
+def test_each_shared_setting_has_one_owner():
+    """The inversion's crop default, the shipped prior and the camera-trust threshold are each said
+    once; configs/synthetic.yaml says the prior and the test split once (YAML anchors)."""
+    from meshinv.config import ExperimentConfig
+    from meshinv.data.camera_predictions import TRUSTED_OVERLAY_IOU, select_camera
+    from meshinv.evaluation.config import EvaluationConfig
+    from meshinv.inversion.config import CameraInitConfig, InversionConfig, default_inversion_crop
+    from meshinv.training import camera as camera_training
+
+    assert EvaluationConfig().crop == InversionConfig().crop == default_inversion_crop()
+    assert CameraInitConfig().min_prediction_iou == camera_training.TRUSTED_IOU == TRUSTED_OVERLAY_IOU == 0.7
+    assert select_camera.__defaults__ == (TRUSTED_OVERLAY_IOU,)
+    assert ExperimentConfig().sample.checkpoint == InversionConfig().checkpoint
+    settings = "\n".join(line.split("#")[0] for line in (REPO_ROOT / "configs" / "synthetic.yaml").open())
+    assert settings.count("synthetic_prior_ours.pt") == 1 and settings.count("datasets/synthetic/test") == 1
+    cfg = load_config(ExperimentConfig, REPO_ROOT / "configs" / "synthetic.yaml")
+    assert cfg.sample.checkpoint == cfg.inversion.checkpoint == "pretrained/synthetic_prior_ours.pt"
+    assert cfg.evaluation.data_dir == cfg.inversion.data == "datasets/synthetic/test"
+
+
 def test_changed_settings_skip_the_run_only_ones(tmp_path):
     job = Job()
     assert run_only_settings(job, "job") == {"job.log_every", "job.stage.lr"}

@@ -4,6 +4,7 @@ files, the original's predicted masks and camera predictions), open_dataset, and
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 
@@ -15,10 +16,10 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 from meshinv.data import DataError
-from meshinv.data.cub import (
-    CUB_KEYPOINT_PERMUTATION, CUBDataset, load_cmr_predicted_cameras, select_camera,
-)
-from meshinv.data.datasets import detect_kind, open_dataset
+from meshinv.data.camera_predictions import load_cmr_predicted_cameras, select_camera
+from meshinv.data.cub import CUB_KEYPOINT_PERMUTATION, CUBDataset, cub_class_names
+from meshinv.data.datasets import DATASET_KINDS, detect_kind, kind_info, open_dataset
+from meshinv.data.info import DatasetInfo
 from meshinv.data.inspect import inspect_dataset
 from meshinv.data.folder import FolderDataset
 from meshinv.data.p3d import P3DDataset, p3d_cad_mesh
@@ -280,6 +281,19 @@ def test_cmr_predicted_cameras(cub_root, tmp_path):
         load_cmr_predicted_cameras(bad)
 
 
+def test_the_predictions_writer_and_reader_share_one_format(tmp_path):
+    """The camera trainer's entries (prediction_entry) are what inversion's reader takes."""
+    from meshinv.data.camera_predictions import PREDICTIONS_FILE, prediction_entry
+    from meshinv.utils.io import save_torch
+
+    camera = torch.tensor([0.5, 0.1, -0.1, 1.0, 0.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
+    save_torch(tmp_path / PREDICTIONS_FILE, {"a": prediction_entry(camera, 0.75), "b": prediction_entry(camera, 0.7)})
+    predictions = load_cmr_predicted_cameras(tmp_path / PREDICTIONS_FILE)
+    assert torch.equal(predictions["a"].camera, camera.detach().float()) and predictions["a"].overlay_iou == 0.75
+    assert select_camera(None, predictions["a"])[1] == "prediction"
+    assert select_camera(None, predictions["b"])[1] == "dataset"  # trusted only above the threshold
+
+
 def test_cub_errors_name_the_file(cub_root, tmp_path):
     root, _ = cub_root
     with pytest.raises(DataError, match="no split 'tset'"):
@@ -391,6 +405,38 @@ def test_open_dataset_detects_each_kind(cub_root, p3d_root, tmp_path):
         open_dataset(tmp_path / "empty", CROP)
 
 
+def test_every_dataset_kind_reports_what_it_offers(cub_root, p3d_root, tmp_path):
+    """DatasetInfo, asked by every consumer instead of class names or files: each kind's reader
+    reports its kind and capabilities; a folder has cameras only when every image is annotated with one."""
+    cub = open_dataset(cub_root[0], CROP).info
+    assert cub == DatasetInfo("cub", has_cameras=True, has_3d_ground_truth=False, has_cad_models=False)
+    assert cub.class_names == ()  # the toy tree's classes (1, 3, 17, 200) are not all of 0..K-1: unknown
+    assert cub_class_names({"001.Black_footed_Albatross/a.jpg": 0, "002.Laysan_Albatross/b.jpg": 1}) == (
+        "Black_footed_Albatross", "Laysan_Albatross")
+    p3d = open_dataset(p3d_root[0], CROP)
+    assert p3d.info == DatasetInfo("p3d", has_cameras=True, has_3d_ground_truth=False, has_cad_models=True,
+                                   class_names=("car",))
+    assert open_dataset(p3d_root[0], CROP, split="train", class_mode="labels").info.class_names == ("sedan", "suv")
+
+    photos = tmp_path / "photos"
+    for stem in ("a", "b"):
+        save_png(photos / "test" / "images" / f"{stem}.png", np.zeros((8, 8, 3), np.float32))
+    camera = {"scale": 4.0, "translation": [4.0, 4.0], "quaternion": [1.0, 0.0, 0.0, 0.0]}
+    assert open_dataset(photos, CROP).info == DatasetInfo("folder", False, False, False)
+    (photos / "test" / "annotations.json").write_text(json.dumps({"a": {"camera": camera}, "b": {"class_id": 1}}))
+    assert not open_dataset(photos, CROP).info.has_cameras  # b has none
+    (photos / "test" / "annotations.json").write_text(json.dumps({"a": {"camera": camera}, "b": {"camera": camera}}))
+    assert open_dataset(photos, CROP).info == DatasetInfo("folder", True, False, False)
+    (photos / "test" / "gt").mkdir()
+    assert open_dataset(photos, CROP).info == DatasetInfo("synthetic", True, True, False)
+    # What a kind promises before any folder is opened (the inspector's required files).
+    assert {kind: kind_info(kind) for kind in DATASET_KINDS} == {
+        "cub": DatasetInfo("cub", True, False, False), "p3d": DatasetInfo("p3d", True, False, True),
+        "synthetic": DatasetInfo("synthetic", True, True, False), "folder": DatasetInfo("folder", False, False, False)}
+    with pytest.raises(DataError, match="unknown dataset kind 'mnist'.*cub, p3d, synthetic, folder"):
+        kind_info("mnist")
+
+
 def load_check_dataset(monkeypatch):
     """The script as a module (in-process: no second interpreter start-up)."""
     spec = importlib.util.spec_from_file_location("check_dataset", REPO_ROOT / "scripts" / "check_dataset.py")
@@ -419,6 +465,15 @@ def test_check_dataset_reports_and_draws(cub_root, p3d_root, tmp_path, monkeypat
     assert script.main() == 1
     text = capsys.readouterr().out
     assert "PROBLEMS" in text and "anno_test.mat not found" in text and "images.txt: missing" in text
+
+
+def test_check_dataset_refuses_an_unknown_kind_before_any_work(tmp_path, monkeypatch, capsys):
+    script = load_check_dataset(monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["check_dataset.py", "--dataset", "mnist", "--root", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_status:
+        script.main()
+    assert exit_status.value.code == 2
+    assert "dataset must be one of cub, p3d, synthetic, folder" in capsys.readouterr().err
 
 
 def test_check_dataset_names_missing_images_and_bad_numbers(cub_root, tmp_path):

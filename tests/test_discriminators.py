@@ -1,4 +1,4 @@
-"""UV-space and image-space discriminators (SPEC section 4): output and mask shapes, masks as pooled
+"""UV-space and image-space discriminators (docs/method.md section 4): output and mask shapes, masks as pooled
 visibility, circular padding along u, positional encoding, projection conditioning, PatchGAN layout,
 and one tiny generator -> discriminator step."""
 

@@ -22,10 +22,13 @@ from scipy.spatial.transform import Rotation
 from conftest import REPO_ROOT
 from test_cub_p3d import p3d_root  # noqa: F401 -- a tiny PASCAL3D+ tree in the real formats
 from meshinv.data.preprocess import CropConfig
-from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticGenerator, write_split
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.synthetic import SyntheticConfig, SyntheticGenerator, write_split
 from meshinv.evaluation import METRIC_INFO, METRICS, DatasetMetricEnv, EvaluationConfig, EvaluationContext
 from meshinv.evaluation import fid as fidlib
-from meshinv.evaluation.evaluate import EvaluationResult, paper_comparison, run_evaluation, write_outputs
+from meshinv.evaluation.evaluate import run_evaluation
+from meshinv.evaluation.fid.inception import _fid_inception
+from meshinv.evaluation.report import EvaluationResult, report_markdown, write_outputs
 from meshinv.evaluation.voxels import (
     cad_iou_3d, voxel_iou, voxelize_mesh, winding_numbers,
 )
@@ -33,6 +36,7 @@ from meshinv.geometry import MeshTemplate, WeakPerspectiveCamera, euler_to_matri
 from meshinv.inversion.results import InversionRecord
 from meshinv.render import MeshRenderer
 from meshinv.utils import weights as weights_module
+from meshinv.utils.frechet import PCAFrechet, frechet_distance, gaussian_statistics
 from meshinv.utils.io import save_image
 from meshinv.utils.weights import MissingWeightsError
 
@@ -84,7 +88,7 @@ def test_frechet_distance_agrees_with_pytorch_fid():
         # one side read from a file (no factor) against the other from activations
         plain = fidlib.FIDStatistics(sb.mu, sb.sigma, sb.num_images)
         assert fidlib.fid(sa, plain) == pytest.approx(expected, rel=1e-5)
-        assert fidlib.frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma) == pytest.approx(expected, rel=1e-5)
+        assert frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma) == pytest.approx(expected, rel=1e-5)
 
 
 def test_fid_of_a_set_with_itself_is_zero():
@@ -94,6 +98,36 @@ def test_fid_of_a_set_with_itself_is_zero():
         assert abs(fidlib.fid(stats, stats)) < 1e-6
     with pytest.raises(ValueError, match="at least 2 images"):
         fidlib.FIDStatistics.from_activations(rng.normal(size=(1, 6)))
+
+
+def test_one_frechet_mathematics_for_the_fids_and_pretraining():
+    """meshinv.utils.frechet is what both the FIDs and pretraining's PCA signal compute with. Its
+    low-rank route (a factor narrower than D) is the sqrtm route exactly; and with every PCA
+    component kept, the projection is a translation and a rotation, under which the Frechet distance
+    does not change, so PCAFrechet, fid() and frechet_distance() agree to float rounding."""
+    import meshinv.evaluation.fid.statistics as fid_statistics
+    import meshinv.training as training
+    import meshinv.training.loop as loop
+
+    assert fid_statistics.frechet_distance is frechet_distance and training.frechet_distance is frechet_distance
+    assert loop.PCAFrechet is PCAFrechet and training.PCAFrechet is PCAFrechet
+    rng = np.random.default_rng(4)
+    small, other = rng.normal(size=(10, 40)), rng.normal(0.2, 0.9, size=(14, 40))   # N < D
+    (mu_a, sigma_a, factor_a), (mu_b, sigma_b, factor_b) = gaussian_statistics(small), gaussian_statistics(other)
+    np.testing.assert_allclose(sigma_a, np.cov(small, rowvar=False), rtol=1e-12, atol=1e-12)
+    full = frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
+    assert frechet_distance(mu_a, sigma_a, mu_b, sigma_b, factor_a) == pytest.approx(full, rel=1e-6)
+    assert frechet_distance(mu_a, sigma_a, mu_b, sigma_b, factor_a, factor_b) == pytest.approx(full, rel=1e-6)
+
+    reference, samples = rng.normal(size=(60, 6)), rng.normal(0.3, 1.2, size=(50, 6))
+    (mu_r, sigma_r, _), (mu_s, sigma_s, _) = gaussian_statistics(reference), gaussian_statistics(samples)
+    expected = frechet_distance(mu_s, sigma_s, mu_r, sigma_r)
+    assert PCAFrechet(torch.from_numpy(reference), components=6)(torch.from_numpy(samples)) == pytest.approx(
+        expected, rel=1e-9)
+    stats = [fidlib.FIDStatistics.from_activations(x) for x in (samples, reference)]
+    assert fidlib.fid(*stats) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="different sizes"):
+        frechet_distance(mu_a, sigma_a, mu_r, sigma_r)
 
 
 def test_statistics_file_round_trip_and_the_original_layout(tmp_path):
@@ -147,7 +181,7 @@ def test_inception_loads_a_local_file_and_matches_pytorch_fid(tmp_path, monkeypa
     weights handed to pytorch-fid in place of its download)."""
     pf = pytest.importorskip("pytorch_fid.inception")
     random_net = fidlib.build_inception("fid", allow_random_weights=True)
-    full = fidlib._fid_inception().state_dict()
+    full = _fid_inception().state_dict()
     for key, value in random_net.state_dict().items():   # trunk.<i>.<rest> -> <Inception layer>.<rest>
         _, index, rest = key.split(".", 2)
         full[f"{fidlib.InceptionPool3.LAYERS[int(index)]}.{rest}"] = value
@@ -363,12 +397,15 @@ def dataclass_copy(cfg: EvaluationConfig, **fid_changes) -> EvaluationConfig:
     return new
 
 
-def test_report_puts_the_paper_beside_ours():
+def test_the_report_shows_no_column_of_paper_numbers():
+    """No table of the paper's numbers: none could be checked against the paper's text from a source
+    this project can cite, and an empty column is no result. The FID network note stays."""
     result = EvaluationResult("r", "d", ["mask_iou", "fid_1"], {}, {"mask_iou": 0.75, "fid_1": 30.0},
-                              {"mask_iou": 2, "fid_1": 2}, {}, {}, {}, 2, dataset_kind="p3d")
-    text = "\n".join(paper_comparison(result))
-    assert "| mask_iou | 0.7500 | n/a (not verified) |" in text and "| iou_3d | not computed |" in text
-    assert paper_comparison(EvaluationResult("r", None, [], {}, {}, {}, {}, {}, {}, 0)) == []
+                              {"mask_iou": 2, "fid_1": 2}, {}, {}, {}, 2, dataset_kind="p3d", fid_network="fid")
+    text = report_markdown(result, EvaluationConfig(), None)
+    assert "| mask_iou | 0.7500 | 2 |" in text and "| fid_1 | 30.0000 | 2 |" in text
+    assert "paper" not in text.lower() and "not verified" not in text
+    assert "comparable with its numbers only when evaluation.fid.network is torchvision" in text
 
 
 def test_evaluate_script_with_the_random_inception(results, tmp_path):

@@ -1,4 +1,4 @@
-"""The ConvMesh generator (SPEC section 3): parameter names/shapes of the released CUB model, outputs
+"""The ConvMesh generator (docs/method.md section 3): parameter names/shapes of the released CUB model, outputs
 against the original's on seeded weights, symmetry and poles, truncation, EMA and checkpoints."""
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
-"""Inversion: the objective is the sum of the spec's losses, a batch equals its images one by one,
-optimisation recovers a target the prior can make, starting cameras behave as configured, and
-scripts/invert.py writes every output, records bad images and resumes after SIGKILL."""
+"""Inversion: the objective is the sum of the losses of docs/method.md section 7, a batch equals its
+images one by one, optimisation recovers a target the prior can make, starting cameras behave as
+configured, and scripts/invert.py writes every output, records bad images and resumes after SIGKILL."""
 
 from __future__ import annotations
 
 import copy
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -17,10 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO_ROOT, requires_cuda
+from conftest import CUDA_DEVICE, REPO_ROOT, requires_cuda
 from meshinv.data.preprocess import CropConfig
 from meshinv.data.sample import DataError, Sample
-from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, write_split
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.synthetic import SyntheticConfig, write_split
 from meshinv.geometry.camera import WeakPerspectiveCamera, quaternion_multiply
 from meshinv.geometry.template import MeshTemplate
 from meshinv.inversion import (
@@ -31,6 +33,7 @@ from meshinv.inversion.objective import subsample_points
 from meshinv.losses import VGGFeatures, chamfer_mask_loss, image_point_set, latent_nll, pixel_chamfer_texture_loss
 from meshinv.models import ConvMeshGenerator, save_generator_checkpoint
 from meshinv.render import MeshRenderer
+from meshinv.utils.weights import MissingWeightsError
 
 SIZE = 32
 
@@ -43,7 +46,7 @@ def tiny_generator(seed: int = 0) -> ConvMeshGenerator:
 def tiny_config(**overrides) -> InversionConfig:
     cfg = InversionConfig(crop=CropConfig(img_size=SIZE, mask_threshold=0.95), select_num=6, init_batch_size=4,
                           iterations=[3, 3], z_lrs=[0.1, 0.05], camera_lrs=[0.01, 0.005],
-                          loss=InversionLossConfig(allow_random_vgg=True))
+                          loss=InversionLossConfig(on_missing_vgg="random"))
     return replace(cfg, **overrides)
 
 
@@ -218,10 +221,10 @@ def test_subsampling_keeps_pairs_and_counts():
 
 # -- the script ------------------------------------------------------------------------------------
 
-def _script(data, out, checkpoint, *extra):
+def _script(data, out, checkpoint, *extra, device="cpu"):
     args = [sys.executable, "scripts/invert.py", "--config", "configs/synthetic.yaml", "--data", str(data),
-            "--out", str(out), "--checkpoint", str(checkpoint), "--set", "device=cpu",
-            "--set", f"inversion.crop.img_size={SIZE}", "--set", "inversion.select_num=4",
+            "--out", str(out), "--checkpoint", str(checkpoint), "--set", f"device={device}",
+            "--set", "model.latent_dim=8", "--set", f"inversion.crop.img_size={SIZE}", "--set", "inversion.select_num=4",
             "--set", "inversion.batch_size=1", "--set", "inversion.export.turntable_frames=4",
             "--set", "inversion.export.turntable_size=32", "--set", "inversion.z_lrs=[0.1,0.05]",
             "--set", "inversion.camera_lrs=[0.01,0.005]"]
@@ -275,6 +278,69 @@ def test_invert_script_outputs_bad_images_and_sigkill_resume(split, tmp_path):
     assert record.image_id == "test_00003" and record.image_size == SIZE
     assert record.z.shape == (8,) and record.camera.shape == (7,) and record.vertices.shape[1] == 3
     assert 0 <= record.iou <= 1 and summary["images"]["test_00003"]["iou"] == pytest.approx(record.iou)
+
+
+def test_a_feature_term_left_out_or_random_is_recorded(samples, weight_folders):
+    generator, template = tiny_generator(), MeshTemplate.uv_sphere()
+    images, masks, cameras, classes, ids = stack(samples)
+    with pytest.raises(MissingWeightsError, match="vgg19-dcbb9e9d.pth(.|\n)*on_missing_vgg: skip"):
+        Inverter(generator, template, tiny_config(loss=InversionLossConfig()))  # the default: error
+    skip = Inverter(generator, template, tiny_config(loss=InversionLossConfig(on_missing_vgg="skip")))
+    assert list(skip.left_out) == ["feature"] and skip.random_weights == {}
+    assert "vgg19-dcbb9e9d.pth" in skip.left_out["feature"] and "on_missing_vgg: skip" in skip.left_out["feature"]
+    assert skip.vgg is None and skip.cfg.loss.feature_weight == 0
+    assert "feature" not in skip.invert(images, masks, cameras, classes, ids).losses[0]
+    random = Inverter(generator, template, tiny_config(loss=InversionLossConfig(on_missing_vgg="random")))
+    assert random.left_out == {} and list(random.random_weights) == ["feature"]
+    assert "vgg19-dcbb9e9d.pth" in random.random_weights["feature"] and "RANDOM" in random.random_weights["feature"]
+    off = Inverter(generator, template, tiny_config(loss=InversionLossConfig(feature_weight=0.0, nll_weight=0.0)))
+    assert off.left_out == {"feature": "weight 0 in the config (inversion.loss.feature_weight)",
+                            "nll": "weight 0 in the config (inversion.loss.nll_weight)"}
+
+
+def test_the_demo_config_runs_the_full_loss_where_vgg_is_obtainable_and_says_what_it_left_out(split, tmp_path):
+    """make demo's path (scripts/invert.py, then scripts/evaluate.py, configs/synthetic.yaml) offline
+    with no VGG-19 file: the feature term is left out, and the log, summary.json, settings.json,
+    metrics.json and report.md say so; with the file there, the same config uses it."""
+    checkpoint = tmp_path / "prior.pt"
+    save_generator_checkpoint(checkpoint, tiny_generator())
+    empty = {"MESHINV_PRETRAINED_DIR": str(tmp_path / "no_weights"), "TORCH_HOME": str(tmp_path / "torch_home")}
+    out = tmp_path / "out"
+    short = ["--set", "inversion.iterations=[2,2]", "--set", "inversion.limit=1"]
+    result = subprocess.run(_script(split, out, checkpoint, *short), cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, **empty})
+    assert result.returncode == 0, result.stderr
+    assert "LEFT OUT" in result.stderr and "vgg19-dcbb9e9d.pth" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["left_out"]) == ["feature"] and summary["random_weights"] == {}
+    for piece in ("vgg19-dcbb9e9d.pth", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+                  "downloads are off", "on_missing_vgg: skip", str(tmp_path / "no_weights")):
+        assert piece in summary["left_out"]["feature"], piece
+    assert "feature" not in load_record(out / "test_00000").losses
+    assert json.loads((out / "settings.json").read_text())["loss terms left out for lack of weights"] == ["feature"]
+    evaluation = subprocess.run(
+        [sys.executable, "scripts/evaluate.py", "--config", "configs/synthetic.yaml", "--results", str(out),
+         "--data", str(split), "--set", "device=cpu", "--set", "evaluation.novel_view_size=32",
+         "--set", "evaluation.grid_rows=0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert evaluation.returncode == 0, evaluation.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["inversion_left_out"] == summary["left_out"]
+    report = (out / "report.md").read_text()
+    assert "not the paper's full loss" in report and "- feature: left out; VGG-19 weights unavailable" in report
+
+    # With the file in a search folder, the same config computes the term and leaves nothing out.
+    from meshinv.losses.vgg import VGG19_WEIGHTS_FILE, vgg19_relu3_1
+
+    (tmp_path / "weights").mkdir()
+    torch.save({f"features.{k}": v for k, v in vgg19_relu3_1().state_dict().items()},
+               tmp_path / "weights" / VGG19_WEIGHTS_FILE)
+    full = tmp_path / "full"
+    result = subprocess.run(_script(split, full, checkpoint, *short), cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, **empty, "MESHINV_PRETRAINED_DIR": str(tmp_path / "weights")})
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((full / "summary.json").read_text())
+    assert summary["left_out"] == {} and summary["random_weights"] == {}
+    assert load_record(full / "test_00000").losses["feature"] > 0
 
 
 def test_unknown_classes_are_chosen_by_the_z_search(samples):
@@ -334,13 +400,13 @@ def test_cuda_inversion_matches_cpu(samples):
     # float64 on both sides: CUDA would otherwise use TF32 convolutions and its own reduction order,
     # and Adam turns float32 rounding in a near-zero gradient into a step of a whole learning rate.
     generator, template = tiny_generator().double(), MeshTemplate.uv_sphere()
-    cfg = tiny_config(loss=InversionLossConfig(allow_random_vgg=True))
+    cfg = tiny_config(loss=InversionLossConfig(on_missing_vgg="random"))
     vgg = VGGFeatures(allow_random_weights=True)
     images, masks, cameras, classes, ids = stack(samples)
     images, cameras = images.double(), cameras.double()
     on_cpu = Inverter(generator, template, cfg, "cpu", vgg=copy.deepcopy(vgg)).invert(images, masks, cameras, classes, ids)
     # the same (random) VGG weights on both devices: Inverter moves the module it is given
-    on_gpu = Inverter(tiny_generator().double(), MeshTemplate.uv_sphere(), cfg, "cuda", vgg=copy.deepcopy(vgg)
+    on_gpu = Inverter(tiny_generator().double(), MeshTemplate.uv_sphere(), cfg, CUDA_DEVICE, vgg=copy.deepcopy(vgg)
                       ).invert(images, masks, cameras, classes, ids)
     assert on_gpu.z.device.type == "cpu"  # results come back on the CPU
     assert torch.allclose(on_gpu.init_loss, on_cpu.init_loss, rtol=1e-9)  # the same z candidate wins

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import io
 import json
 import logging
 import math
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,14 +21,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, output_lock_holder
 from meshinv.data.preprocess import CropConfig
 from meshinv.data.segment import SegmentConfig
 from meshinv.data.sample import DataError, Sample
 from meshinv.geometry.template import MeshTemplate
 from meshinv.inversion import (
     ExportConfig, InversionAlgorithm, InversionConfig, InversionJob, InversionLossConfig, InversionRun, Inverter,
-    MissingInputsError, OutputFolder, OutputFolderError, check_job_inputs,
+    MissingInputsError, OutputFolder, OutputFolderError, check_job_inputs, validate_inversion,
 )
 from meshinv.inversion.camera_init import resolve_predictions_path
 from meshinv.inversion.output import result_settings
@@ -96,6 +95,29 @@ def read_summary(out: Path) -> dict:
 
 
 # -- 1. any per-image failure is recorded, the run goes on ----------------------------------------------
+
+@pytest.mark.parametrize("mirror_average", [False, True])
+def test_a_predictor_gives_every_start_camera_plain_or_mirror_averaged(tmp_path, mirror_average):
+    from meshinv.inversion import load_record
+    from meshinv.inversion.config import CameraInitConfig
+    from meshinv.models.camera import CameraPredictor
+
+    torch.manual_seed(1)
+    predictor = CameraPredictor(image_size=64, rotation_head="6d", masked_input=True).eval()
+    items = {"a": disc_sample("a"), "b": disc_sample("b")}
+    cfg = job_config(tmp_path / "out", camera_init=CameraInitConfig(mirror_average=mirror_average,
+                                                                      use_dataset_camera=False))
+    summary = make_run(cfg, items, camera_predictor=predictor).run(progress=False)
+    assert summary["done"] == 2
+    images = torch.stack([items[k].image for k in "ab"])
+    masks = torch.stack([items[k].mask for k in "ab"])
+    with torch.no_grad():
+        expected = (predictor.mirror_averaged if mirror_average else predictor)(images, masks)
+    for i, image_id in enumerate("ab"):
+        record = load_record(tmp_path / "out" / image_id)
+        assert record.camera_source == "predictor"
+        torch.testing.assert_close(record.camera_init, expected[i])
+
 
 def test_any_per_image_failure_is_recorded_and_its_batch_mates_still_finish(tmp_path, monkeypatch):
     out = tmp_path / "out"
@@ -226,23 +248,13 @@ def test_result_folders_stay_inside_the_output_folder(tmp_path, caplog):
 
 def test_a_second_writer_is_refused_naming_the_folder_and_the_holder(tmp_path, caplog):
     out = tmp_path / "out"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from meshinv.inversion import OutputFolder\n"
-         f"with OutputFolder({str(out)!r}).locked():\n    print('locked', flush=True); time.sleep(120)"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with output_lock_holder(out) as holder:
         with pytest.raises(OutputFolderError) as info:
             with OutputFolder(out).locked():
                 pass
         message = str(info.value)
         assert str(out) in message and f"pid {holder.pid} on host" in message
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-    finally:
-        holder.kill()
-        holder.wait()
-    # The dead process's lock is taken over, with a log line naming it.
+    # The holder was killed (SIGKILL): its lock is taken over, with a log line naming it.
     with caplog.at_level(logging.WARNING, logger="meshinv.inversion.output"):
         with OutputFolder(out).locked() as folder:
             assert folder.is_locked
@@ -385,6 +397,21 @@ def test_missing_inputs_are_reported_together_before_any_work(tmp_path, monkeypa
     assert "pretrained/README.md" in message
 
 
+def test_a_prior_made_for_another_template_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from meshinv.geometry.template import TemplateConfig
+
+    photos = photo_folder(tmp_path / "photos")
+    checkpoint, out = tmp_path / "prior16.pt", tmp_path / "out"
+    save_generator_checkpoint(checkpoint, tiny_generator(), template=TemplateConfig(rings=16))
+    code = run_script(monkeypatch, "--data", str(photos), "--out", str(out), "--checkpoint", str(checkpoint),
+                      "--set", "model.latent_dim=8", "--set", "template.rings=31",
+                      "--set", "inversion.loss.feature_weight=0")
+    message = capsys.readouterr().err
+    assert code == 1
+    assert str(checkpoint) in message and "template.rings is 16 in the checkpoint but 31 in the config" in message
+    assert not (out / "settings.json").exists() and not (out / "config.yaml").exists()
+
+
 def test_photos_with_masks_go_through_when_the_segmenter_is_missing(tmp_path, caplog):
     photos = photo_folder(tmp_path / "photos", stems=("p0", "p1", "p2"))
     (photos / "masks" / "p2.png").unlink()
@@ -398,6 +425,44 @@ def test_photos_with_masks_go_through_when_the_segmenter_is_missing(tmp_path, ca
         (photos / "masks" / f"{stem}.png").unlink()
     with pytest.raises(MissingInputsError, match="no_maskrcnn_4f2a.pth' not found(.|\n)*none of the 3 photos"):
         check_job_inputs(cfg, SegmentConfig(weights="no_maskrcnn_4f2a.pth"), OutputFolder(cfg.out_dir))
+
+
+def test_vgg_weights_are_fetched_up_front_or_the_term_is_left_out_as_configured(tmp_path, weight_folders,
+                                                                               monkeypatch):
+    from conftest import FakeServer, register_weights
+    from meshinv.losses.vgg import VGG19_WEIGHTS_FILE, vgg19_relu3_1
+    from meshinv.utils.weights import WeightSource, known_weights
+
+    photos = photo_folder(tmp_path / "photos")
+    cfg = job_config(tmp_path / "out", data=str(photos), checkpoint=str(tmp_path / "prior.pt"),
+                     loss=InversionLossConfig(feature_weight=0.04))
+    save_generator_checkpoint(cfg.checkpoint, tiny_generator())
+    out = OutputFolder(cfg.out_dir)
+    url = known_weights()[VGG19_WEIGHTS_FILE].url
+    # Offline under the default (error): refused up front, naming the file, its URL and the folders.
+    with pytest.raises(MissingInputsError) as info:
+        check_job_inputs(cfg, SegmentConfig(), out)
+    message = str(info.value)
+    for piece in (VGG19_WEIGHTS_FILE, url, "downloads are off", str(weight_folders), "on_missing_vgg: skip"):
+        assert piece in message, piece
+    # Under skip the run goes on without the term, and says which term and why.
+    skip = dataclasses.replace(cfg, loss=InversionLossConfig(feature_weight=0.04, on_missing_vgg="skip"))
+    inputs = check_job_inputs(skip, SegmentConfig(), out)
+    assert inputs.vgg is None and list(inputs.left_out) == ["feature"]
+    for piece in (VGG19_WEIGHTS_FILE, url, "downloads are off", "on_missing_vgg: skip"):
+        assert piece in inputs.left_out["feature"], piece
+    # Online, the first run fetches the file here, before any work, and uses it.
+    server = FakeServer()
+    monkeypatch.setattr(torch.hub, "urlopen", server)
+    monkeypatch.setenv("MESHINV_OFFLINE", "0")
+    register_weights(monkeypatch, VGG19_WEIGHTS_FILE, WeightSource(url, False, "torchvision"))  # not their bytes
+    buffer = io.BytesIO()
+    torch.save({f"features.{k}": v for k, v in vgg19_relu3_1().state_dict().items()}, buffer)
+    server.files[url] = buffer.getvalue()
+    inputs = check_job_inputs(skip, SegmentConfig(), out)
+    assert inputs.vgg is not None and inputs.vgg.pretrained and inputs.left_out == {}
+    assert server.requests == [url] and (weight_folders / VGG19_WEIGHTS_FILE).is_file()
+    assert not (out.path / "settings.json").exists()
 
 
 def test_relative_prediction_files_follow_the_data_folder(tmp_path, monkeypatch):
@@ -448,9 +513,9 @@ def test_the_resume_guard_compares_exactly_what_decides_a_result(tmp_path):
         for change in ({"limit": 1}, {"batch_size": 2}, {"image_ids": ["x"]}, {"tensorboard": True},
                        {"out_dir": "elsewhere"}, {"data": "other"}, {"checkpoint": str(copy)},
                        {"export": ExportConfig(turntable_size=64, turntable_frames=8, mesh=False)},
-                       # and speed-only algorithm keys: how much is computed at once, not what
+                       # and speed-only algorithm keys: how much is computed at once (or pruned), not what
                        {"init_batch_size": 7, "recompute_target_features": True,
-                        "loss": InversionLossConfig(chunk_size=1000)}):
+                        "loss": InversionLossConfig(chunk_size=1000, chamfer_pruning=False)}):
             out.check_and_record_settings(experiment(**change), copy)
         # Algorithm settings may not, and the refusal names each key.
         for change, key in (({"iterations": [1, 2, 3, 4]}, "inversion.iterations"),
@@ -464,6 +529,9 @@ def test_the_resume_guard_compares_exactly_what_decides_a_result(tmp_path):
         other["template"]["rings"] += 1
         with pytest.raises(OutputFolderError, match="template.rings"):
             out.check_and_record_settings(other, copy)
+        # The same settings compute another loss where a term is left out for lack of weights.
+        with pytest.raises(OutputFolderError, match=r"loss terms left out for lack of weights \(null there, "):
+            out.check_and_record_settings(experiment(), copy, left_out={"feature": "no VGG-19 here"})
         checkpoint.write_bytes(b"other weights")
         with pytest.raises(OutputFolderError, match="generator checkpoint sha256"):
             out.check_and_record_settings(experiment(), checkpoint)
@@ -493,7 +561,25 @@ def test_the_resume_guard_compares_exactly_what_decides_a_result(tmp_path):
 def test_settings_no_run_could_use_are_refused_naming_the_key(key, value, message):
     cfg = dataclasses.replace(InversionConfig(), **{key: value})
     with pytest.raises(ConfigError, match=message):
+        validate_inversion(cfg)
+
+
+def test_inversion_settings_use_the_shared_checks():
+    """Each class checks its own keys like every other section (SettingError, relative key);
+    validate_inversion and the experiment config name them in full, once."""
+    from meshinv.config import ExperimentConfig
+    from meshinv.utils.config import SettingError, validate_config
+
+    cfg = dataclasses.replace(InversionConfig(), camera_lrs=[0.01] * 3)
+    with pytest.raises(SettingError, match=r"^camera_lrs must have one entry per stage of iterations \(4\), got 3$"):
         cfg.validate()
+    with pytest.raises(SettingError, match=r"^inversion.camera_lrs must have one entry per stage"):
+        validate_inversion(cfg)
+    experiment = ExperimentConfig(inversion=dataclasses.replace(InversionConfig(), export=ExportConfig(turntable_size=0)))
+    with pytest.raises(SettingError, match=r"^inversion.export.turntable_size must be >= 1, got 0$"):
+        validate_config(experiment)
+    with pytest.raises(SettingError, match=r"^inversion.data must not be empty when images is not set"):
+        validate_inversion(dataclasses.replace(InversionConfig(), data=""))
 
 
 def test_the_script_refuses_a_bad_setting_before_any_work(tmp_path, monkeypatch, capsys):

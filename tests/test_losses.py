@@ -36,7 +36,7 @@ from conftest import reference_files
 CHAMFER_FIXTURES = reference_files("chamfer_losses_seed*.npz")
 
 
-# -- dense reference: the whole cost matrix, written straight from SPEC section 7 -------------------
+# -- dense reference: the whole cost matrix, written straight from docs/method.md section 7 -------------------
 
 def dense_texture_cost(pos_a, val_a, pos_b, val_b, xy_threshold=0.16, k=1.0, alpha=1.0, rgb_eps=1.0):
     """(B, P, Q) cost matrix D = w(D_s) (D_c + rgb_eps), spatial term not differentiated."""
@@ -148,7 +148,7 @@ def test_gradcheck_on_tiny_inputs():
     assert check(lambda a, b: feature_chamfer_texture_loss(pos_a, a, pos_b, b, xy_threshold=0.0, chunk_size=3),
                  (val_a, val_b))
     assert check(lambda a, b: chamfer_mask_loss(a, b, chunk_size=3), (pos_a, pos_b))
-    # The spatial weight does not pass gradients to the texture losses' positions (SPEC section 7).
+    # The spatial weight does not pass gradients to the texture losses' positions (docs/method.md section 7).
     pos_a.grad = None
     pixel_chamfer_texture_loss(pos_a, val_a, pos_b, val_b).sum().backward()
     assert pos_a.grad is None or not pos_a.grad.any()

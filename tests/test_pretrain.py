@@ -18,16 +18,19 @@ import torch
 
 from conftest import REPO_ROOT
 from meshinv.data.preprocess import CropConfig
-from meshinv.data.pseudogt import PseudoGTConfig, build_pseudogt_folder
-from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticGenerator, write_split
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.pseudogt import PseudoGTConfig, build_pseudogt_folder
+from meshinv.datagen.synthetic import SyntheticConfig, SyntheticGenerator, write_split
 from meshinv.geometry.template import TemplateConfig
 from meshinv.models import load_generator
+from meshinv.models.generator import ConvMeshGenerator
 from meshinv.config import ExperimentConfig
 from meshinv.training import (
     LATEST, ModelConfig, PCAFrechet, PretrainConfig, RunFolderError, frechet_distance, prepare_run_folder, pretrain,
 )
 from meshinv.training.loop import _lr_factor
 from meshinv.training.loss import hinge_discriminator, hinge_generator, masked_mean
+from meshinv.training.samples import draw_samples
 from meshinv.utils.config import load_config, saved_run_config
 
 TINY_MODEL = dict(latent_dim=8, n_classes=8, texture_resolution=128, width_multiplier=0.0625, patch_base_channels=8)
@@ -66,16 +69,33 @@ def test_short_run_writes_checkpoints_samples_and_metrics(pseudogt, tmp_path):
     assert texture.shape == (2, 3, 128, 128) and mesh_map.shape == (2, 3, 32, 32)
     checkpoint = torch.load(tmp_path / LATEST, map_location="cpu", weights_only=True)
     assert checkpoint["iteration"] == 6 and checkpoint["config"]["pretrain"]["batch_size"] == 4
+    # Both record the template they were trained with, for load_generator to check.
+    assert checkpoint["template"] == TemplateConfig().identity()
+    assert torch.load(tmp_path / "generator_ema.pt", weights_only=True)["template"] == TemplateConfig().identity()
 
     # scripts/sample.py exports meshes and a view grid from it.
     result = subprocess.run([sys.executable, "scripts/sample.py", "--config", "configs/synthetic.yaml",
                              "--checkpoint", str(tmp_path / "generator_ema.pt"), "--out", str(tmp_path / "samples_out"),
-                             "--set", "sample.count=2", "--set", "sample.image_size=32", "--set", "device=cpu"],
+                             "--set", "sample.count=2", "--set", "sample.image_size=32", "--set", "device=cpu",
+                             "--set", "model.latent_dim=8"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     for name in ("samples.png", "sample_000/mesh.obj", "sample_001/mesh.png", "summary.json"):
         assert (tmp_path / "samples_out" / name).is_file(), name
     assert json.loads((tmp_path / "samples_out" / "summary.json").read_text())["classes"] == [0, 1]
+
+
+def test_generator_samples_are_reproducible_and_cycle_the_classes():
+    """One draw for pretraining's grids and Frechet distances and for scripts/sample.py."""
+    torch.manual_seed(0)
+    generator = ConvMeshGenerator(**ModelConfig(**TINY_MODEL).generator_kwargs()).eval()
+    textures, maps, classes = draw_samples(generator, 5, 1.0, seed=3, classes=[2, 6])
+    assert classes.tolist() == [2, 6, 2, 6, 2] and textures.shape[0] == maps.shape[0] == 5
+    again, maps_again, _ = draw_samples(generator, 5, 1.0, seed=3, classes=[2, 6], batch_size=2)
+    torch.testing.assert_close(again, textures)
+    torch.testing.assert_close(maps_again, maps)
+    assert draw_samples(generator, 3, 1.0)[2].tolist() == [0, 1, 2]  # no classes given: all, in turn
+    assert not torch.equal(draw_samples(generator, 5, 1.0, seed=4, classes=[2, 6])[0], textures)
 
 
 def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(pseudogt, tmp_path):
@@ -92,10 +112,10 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(pseudogt, tmp_p
             assert torch.equal(value, b[key][name]), (key, name)
 
 
-def _script_args(pseudogt, out_dir, *extra):
+def _script_args(pseudogt, out_dir, *extra, device="cpu"):
     args = ["--config", "configs/synthetic.yaml", "--set", f"pretrain.data={pseudogt / 'pseudogt_128x128'}",
             "--set", f"pretrain.out_dir={out_dir}", "--set", "pretrain.gt_dir=null", "--set", "pretrain.batch_size=4",
-            "--set", "pretrain.render_size=32", "--set", "pretrain.sample_every=1000", "--set", "device=cpu"]
+            "--set", "pretrain.render_size=32", "--set", "pretrain.sample_every=1000", "--set", f"device={device}"]
     for key, value in TINY_MODEL.items():
         args += ["--set", f"model.{key}={value}"]
     return args + list(extra)

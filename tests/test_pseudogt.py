@@ -15,12 +15,14 @@ import torch.nn.functional as F
 
 from conftest import REPO_ROOT
 from meshinv.data.preprocess import CropConfig
-from meshinv.data.pseudogt import (
-    PseudoGTConfig, PseudoGTDataset, build_pseudogt_folder, build_pseudogt_textures, convert_convmesh_pseudogt,
-    load_pseudogt, masked_image, mirror_uv, save_pseudogt, texel_surface,
-)
+from meshinv.data.pseudogt import PseudoGTDataset, load_pseudogt, mirror_uv, save_pseudogt
 from meshinv.data.sample import DataError
-from meshinv.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticGenerator, write_split
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.pseudogt import (
+    PseudoGTConfig, build_pseudogt_folder, build_pseudogt_textures, convert_convmesh_pseudogt, masked_image,
+    texel_surface,
+)
+from meshinv.datagen.synthetic import SyntheticConfig, SyntheticGenerator, write_split
 from meshinv.geometry import WeakPerspectiveCamera
 from meshinv.render import MeshRenderer
 

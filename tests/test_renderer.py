@@ -19,11 +19,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import requires_cuda
+from conftest import CUDA_DEVICE, requires_cuda
 from meshinv.geometry.camera import WeakPerspectiveCamera, pixel_centers
 from meshinv.geometry.template import MeshTemplate
-from meshinv.render import MeshRenderer, covered_pixels, interpolate_corner_attributes, rasterize
+from meshinv.render import (
+    MeshRenderer, RenderSettings, covered_pixels, interpolate_corner_attributes, make_renderer, rasterize,
+)
 from meshinv.render.rasterizer import barycentric_planes
+from meshinv.render.settings import BACKENDS
 
 # -- helpers ---------------------------------------------------------------------------------------
 
@@ -563,13 +566,13 @@ def test_cpu_and_cuda_agree(template):
     texture = random_texture(10, batch=2).double()
     renderer = MeshRenderer(128)
     cpu = template.render(renderer, vertices, texture)
-    cuda_template = MeshTemplate.uv_sphere().to("cuda")
-    gpu = cuda_template.render(renderer, vertices.cuda(), texture.cuda())
+    cuda_template = MeshTemplate.uv_sphere().to(CUDA_DEVICE)
+    gpu = cuda_template.render(renderer, vertices.to(CUDA_DEVICE), texture.to(CUDA_DEVICE))
     assert torch.equal(cpu.face_index, gpu.face_index.cpu())
     torch.testing.assert_close(cpu.image, gpu.image.cpu(), atol=1e-5, rtol=0)
     torch.testing.assert_close(cpu.depth, gpu.depth.cpu(), atol=1e-5, rtol=0)
     torch.testing.assert_close(renderer.soft_silhouette(vertices, template.faces),
-                               renderer.soft_silhouette(vertices.cuda(), cuda_template.faces).cpu(), atol=1e-5, rtol=0)
+                               renderer.soft_silhouette(vertices.to(CUDA_DEVICE), cuda_template.faces).cpu(), atol=1e-5, rtol=0)
 
 
 def test_mixed_dtypes_are_a_clear_error():
@@ -577,3 +580,58 @@ def test_mixed_dtypes_are_a_clear_error():
     texture = random_texture(0, size=8)  # float32
     with pytest.raises(TypeError, match="float32.*float64"):
         MeshRenderer(16)(vertices, QUAD_FACES, quad_uvs(0, 1, 0, 1, torch.float64), texture)
+
+
+# -- render settings: the one way to make a renderer -----------------------------------------------
+
+def test_render_settings_build_the_renderer_they_describe(template):
+    vertices, texture = random_scene(template, 11), random_texture(11)
+    settings = RenderSettings((40, 48), cull_backfaces=True, chunk_size=500, align_corners=False, sigma=1e-3)
+    built = make_renderer(settings)
+    direct = MeshRenderer((40, 48), align_corners=False, cull_backfaces=True, sigma=1e-3, chunk_size=500)
+    assert (built.image_size, built.cull_backfaces, built.chunk_size, built.align_corners, built.sigma) == \
+        ((40, 48), True, 500, False, 1e-3)
+    ours, theirs = template.render(built, vertices, texture), template.render(direct, vertices, texture)
+    assert torch.equal(ours.face_index, theirs.face_index) and torch.equal(ours.image, theirs.image)
+    # A bare size is the default settings at that size.
+    assert make_renderer(24).extra_repr() == make_renderer(RenderSettings(24)).extra_repr() == \
+        MeshRenderer(24).extra_repr()
+
+
+def test_a_second_backend_is_one_registered_class(monkeypatch):
+    class Recording:
+        def __init__(self, settings):
+            self.settings, self.image_size = settings, settings.image_size
+
+    monkeypatch.setitem(BACKENDS, "other", Recording)
+    settings = RenderSettings(32, backend="other", cull_backfaces=True)
+    renderer = make_renderer(settings)
+    assert isinstance(renderer, Recording) and renderer.settings == settings
+    with pytest.raises(ValueError, match="unknown render backend 'missing'; known: torch, other"):
+        make_renderer(RenderSettings(32, backend="missing"))
+
+
+def test_render_settings_are_a_checked_config_section():
+    from meshinv.utils.config import ConfigError, from_dict, validate_config
+
+    settings = from_dict(RenderSettings, {"image_size": [48, 40], "cull_backfaces": True})
+    validate_config(settings, "render")
+    assert settings == RenderSettings((48, 40), cull_backfaces=True)
+    with pytest.raises(ConfigError, match="render.backend must be one of 'torch', got 'nvdiffrast'"):
+        from_dict(RenderSettings, {"image_size": 32, "backend": "nvdiffrast"}, "render")
+    with pytest.raises(ConfigError, match=r"render.image_size\[1\] must be >= 1, got 0"):
+        validate_config(RenderSettings((32, 0)), "render")
+    with pytest.raises(ConfigError, match="chunk_size must be >= 1, got 0"):
+        make_renderer(RenderSettings(32, chunk_size=0))
+
+
+def test_config_sections_produce_the_render_settings_of_their_size():
+    from meshinv.config import SampleConfig
+    from meshinv.data.preprocess import CropConfig
+    from meshinv.inversion.config import ExportConfig, InversionAlgorithm
+    from meshinv.training.config import PretrainConfig
+
+    assert PretrainConfig(render_size=48).render_settings == RenderSettings(48)
+    assert SampleConfig(image_size=40).render_settings == RenderSettings(40)
+    assert ExportConfig(turntable_size=20).turntable_render_settings == RenderSettings(20)
+    assert InversionAlgorithm(crop=CropConfig(img_size=36)).render_settings == RenderSettings(36)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from meshinv.data.preprocess import CropConfig
-from meshinv.data.synthetic import (
-    SyntheticConfig, SyntheticDataset, SyntheticGenerator, contact_sheet, sample_id, view_quaternion, write_split,
+from meshinv.data.synthetic import SyntheticDataset
+from meshinv.datagen.synthetic import (
+    SyntheticConfig, SyntheticGenerator, contact_sheet, sample_id, view_quaternion, write_split,
 )
 from meshinv.geometry import WeakPerspectiveCamera
 from meshinv.render import MeshRenderer

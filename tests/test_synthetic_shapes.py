@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from meshinv.data.synthetic_shapes import (
+from meshinv.datagen.synthetic_shapes import (
     PATTERNS, instance_params, make_species, sample_instance, species_deformation_map, species_texture,
     species_vertices,
 )

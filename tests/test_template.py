@@ -1,5 +1,5 @@
 """The mesh template: generated UV spheres vs the original's Blender OBJs, symmetry bookkeeping,
-deformation and colour sampling (SPEC section 1), against the reference fixtures where present."""
+deformation and colour sampling (docs/method.md section 1), against the reference fixtures where present."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import reference_files
+from conftest import cuda_devices, reference_files
 from meshinv.geometry import MeshTemplate, face_normals, read_obj, uv_sphere
 
 GENERATOR_FIXTURES = reference_files("generator_tex128_seed*.npz")
@@ -125,7 +125,7 @@ def test_tangent_frames(sphere):
     rest[poles] = False
     f = frames[rest]
     n = v[rest] / v[rest].norm(dim=1, keepdim=True)
-    # Orthonormal, right-handed per the spec: n = position, t = normalise(n x up), b = n x t.
+    # Orthonormal, right-handed per docs/method.md section 1: n = position, t = normalise(n x up), b = n x t.
     eye = torch.eye(3, dtype=torch.float64).expand(len(f), 3, 3)
     assert torch.allclose(f @ f.transpose(1, 2), eye, atol=1e-6)
     assert torch.allclose(f[:, 0], n, atol=1e-6)
@@ -234,7 +234,7 @@ def bilinear_align_corners(image: np.ndarray, x: float, y: float) -> np.ndarray:
 
 
 def spec_local_offset(template: MeshTemplate, d_map: np.ndarray, vertex: int) -> np.ndarray:
-    """The local (n, t, b) offset of one vertex, following SPEC section 1 literally (numpy)."""
+    """The local (n, t, b) offset of one vertex, following docs/method.md section 1 literally (numpy)."""
     u, v = template.topo_map[vertex].double().numpy()
     _, h, w = d_map.shape
     if template.symmetric:
@@ -389,16 +389,17 @@ def test_to_float64(sphere):
     assert torch.allclose(out64.float(), sphere.vertex_positions(d_map), atol=1e-5)
 
 
-@pytest.mark.parametrize("device", ["meta", "cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+@pytest.mark.parametrize("device", ["meta", "cpu", *cuda_devices()])
 def test_to_device_moves_every_buffer(device):
     template = MeshTemplate.uv_sphere().to(device)
+    device_type = torch.device(device).type
     names = {name for name, _ in template.named_buffers()}
     assert {"vertices", "faces", "uvs", "face_uv_index", "topo_map", "tangent_frames", "face_neighbours",
             "neg_index", "pos_index", "zero_index", "nonneg_index", "plane_mask"} <= names
     for name, buf in template.named_buffers():
-        assert buf.device.type == device, name
+        assert buf.device.type == device_type, name
     out = template.vertex_positions(torch.zeros(1, 3, 32, 32, device=device))
-    assert out.device.type == device and out.shape == (1, 482, 3)
+    assert out.device.type == device_type and out.shape == (1, 482, 3)
     if device != "meta":
         assert torch.equal(out[0].cpu(), MeshTemplate.uv_sphere().vertices)
 

@@ -33,11 +33,12 @@ original image away from ours. Ours agree with the keypoints and the mask.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 import scipy.io
@@ -45,6 +46,7 @@ import torch
 
 from ..geometry.camera import matrix_to_quaternion
 from ..utils.images import read_image
+from .info import DatasetInfo
 from .preprocess import CropConfig, crop_sample, crop_square, resize_square
 from .sample import DataError, PixelCamera, Sample, safe_image_id
 
@@ -224,6 +226,12 @@ class CmrDataset(torch.utils.data.Dataset):
     """
 
     keypoint_permutation: Optional[np.ndarray] = None
+    KIND_INFO: ClassVar[DatasetInfo]   # what every dataset of the subclass's kind offers
+    class_names: tuple[str, ...] = ()  # by class id, where the files name the classes
+
+    @property
+    def info(self) -> DatasetInfo:
+        return dataclasses.replace(self.KIND_INFO, class_names=tuple(self.class_names))
 
     def __init__(self, image_dir: Path, annotation_path: Path, sfm_path: Path, crop: Optional[CropConfig] = None,
                  mirror: bool = False, seed: Optional[int] = None):

@@ -1,4 +1,4 @@
-"""CUB-200-2011 birds as CMR, ConvMesh and MeshInversion use them (SPEC section 9).
+"""CUB-200-2011 birds as CMR, ConvMesh and MeshInversion use them (docs/method.md section 9).
 
     ROOT/CUB_200_2011/images/<class folder>/<name>.jpg
                       images.txt                  "<image id> <rel_path>"
@@ -21,15 +21,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 
+from .camera_predictions import PREDICTIONS_FILE
 from .cmr import CmrAnnotation, CmrDataset, load_predicted_mask
+from .info import DatasetInfo
 from .preprocess import CropConfig
 from .sample import DataError
 
@@ -40,8 +40,6 @@ CUB_KEYPOINT_NAMES = ("back", "beak", "belly", "breast", "crown", "forehead", "l
                       "nape", "right eye", "right leg", "right wing", "tail", "throat")
 # Keypoint k of a mirrored bird is keypoint CUB_KEYPOINT_PERMUTATION[k] of the original (left <-> right).
 CUB_KEYPOINT_PERMUTATION = np.array([1, 2, 3, 4, 5, 6, 11, 12, 13, 10, 7, 8, 9, 14, 15]) - 1
-# The original keeps a CMR camera prediction only when its overlay IoU is above this.
-CMR_PREDICTION_MIN_IOU = 0.7
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ class CubPaths:
 
     @property
     def predicted_cameras(self) -> Path:
-        return self.root / "cache" / "cmr_pred_cam.pth"
+        return self.root / "cache" / PREDICTIONS_FILE
 
 
 def cub_paths(root: str | os.PathLike) -> CubPaths:
@@ -121,6 +119,18 @@ def read_cub_class_labels(cub_dir: str | os.PathLike) -> dict[str, int]:
     return out
 
 
+def cub_class_names(labels: dict[str, int]) -> tuple[str, ...]:
+    """Class names by 0-based id from the class folders of read_cub_class_labels' image paths
+    ("001.Black_footed_Albatross/x.jpg" -> "Black_footed_Albatross"); empty unless the ids are
+    0..K-1 and each names one folder."""
+    folders: dict[int, set] = {}
+    for rel_path, class_id in labels.items():
+        folders.setdefault(class_id, set()).add(rel_path.split("/")[0] if "/" in rel_path else "")
+    if sorted(folders) != list(range(len(folders))) or any(len(f) != 1 or "" in f for f in folders.values()):
+        return ()
+    return tuple(next(iter(folders[k])).split(".", 1)[-1] for k in range(len(folders)))
+
+
 class CUBDataset(CmrDataset):
     """One split of CUB as preprocessed Samples (see meshinv.data.cmr for the cameras and keypoints).
 
@@ -132,6 +142,7 @@ class CUBDataset(CmrDataset):
     """
 
     keypoint_permutation = CUB_KEYPOINT_PERMUTATION
+    KIND_INFO = DatasetInfo("cub", has_cameras=True, has_3d_ground_truth=False, has_cad_models=False)
 
     def __init__(self, root: str | os.PathLike, crop: Optional[CropConfig] = None, split: str = "test",
                  mirror: bool = False, use_predicted_mask: bool = False,
@@ -153,6 +164,7 @@ class CUBDataset(CmrDataset):
         cub_dir = self.paths.cub_dir
         if (cub_dir / "images.txt").is_file() and (cub_dir / "image_class_labels.txt").is_file():
             labels = read_cub_class_labels(cub_dir)
+            self.class_names = cub_class_names(labels)
             unknown = [p for p in self.rel_paths if p not in labels]
             if unknown:
                 raise DataError(f"{cub_dir / 'images.txt'}: {len(unknown)} images of {self.annotation_path} are not "
@@ -171,62 +183,3 @@ class CUBDataset(CmrDataset):
         if self.predicted_mask_dir is None:
             return annotation.mask
         return load_predicted_mask(self.predicted_mask_dir / f"{record_index}.npy", annotation.mask.shape)
-
-
-# -- CMR's camera predictions ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CmrCameraPrediction:
-    """One entry of cmr_pred_cam.pth. camera (7,) [s, tx, ty, qw, qx, qy, qz] in the NDC of the
-    original's crop (padding 0.05, no jitter, not mirrored): the same crop as ours up to rounding,
-    and, like every camera of the original, within half a pixel of our convention (not corrected:
-    inversion optimises the camera anyway). overlay_iou: IoU of its rendered mean shape and the mask."""
-
-    camera: torch.Tensor
-    overlay_iou: float
-
-
-def load_cmr_predicted_cameras(path: str | os.PathLike, trusted: bool = False) -> dict[str, CmrCameraPrediction]:
-    """Read the original's cmr_pred_cam.pth: {image stem: {pred_cam: (7,), pred_pose_overlay_iou}}.
-
-    Loaded with weights_only (tensors, numbers, dicts); a file that needs more (e.g. numpy arrays)
-    is refused unless `trusted`, which unpickles it: only for a download you trust."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: CMR camera predictions not found")
-    if trusted:
-        log.warning("%s: loading with full unpickling (trusted=True)", path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=not trusted)
-    except pickle.UnpicklingError as e:
-        raise DataError(f"{path}: holds objects a weights-only load refuses; load it with trusted=True only if "
-                        f"you trust the file ({str(e).splitlines()[0]})") from None
-    except (OSError, RuntimeError, EOFError) as e:
-        raise DataError(f"{path}: cannot read camera predictions ({e})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a dict keyed by image stem, got {type(data).__name__}")
-    out = {}
-    for key, item in data.items():
-        where = f"{path}[{key!r}]"
-        if not isinstance(item, dict) or "pred_cam" not in item or "pred_pose_overlay_iou" not in item:
-            raise DataError(f"{where}: expected a dict with pred_cam and pred_pose_overlay_iou")
-        try:
-            camera = torch.as_tensor(np.asarray(item["pred_cam"], dtype=np.float32)).reshape(-1)
-            iou = float(np.asarray(item["pred_pose_overlay_iou"], dtype=np.float64).reshape(()))
-        except (TypeError, ValueError) as e:
-            raise DataError(f"{where}: pred_cam must be 7 numbers and pred_pose_overlay_iou one ({e})") from None
-        if camera.numel() != 7 or not torch.isfinite(camera).all():
-            raise DataError(f"{where}: pred_cam must be 7 finite numbers [s, tx, ty, qw, qx, qy, qz], "
-                            f"got {camera.numel()}")
-        out[str(key)] = CmrCameraPrediction(camera, iou)
-    log.info("%s: %d camera predictions", path, len(out))
-    return out
-
-
-def select_camera(dataset_camera: Optional[torch.Tensor], prediction: Optional[CmrCameraPrediction],
-                  min_iou: float = CMR_PREDICTION_MIN_IOU) -> tuple[Optional[torch.Tensor], str]:
-    """The original's choice of starting camera: the prediction if its overlay IoU is above
-    `min_iou`, else the dataset's (SfM) camera. Returns (camera, "prediction" | "dataset")."""
-    if prediction is not None and prediction.overlay_iou > min_iou:
-        return prediction.camera.clone(), "prediction"
-    return dataset_camera, "dataset"

@@ -24,16 +24,18 @@ images, two images with one id, an annotations.json that is not a JSON object.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
 from ..utils.images import read_image, read_mask  # noqa: F401 -- the readers, re-exported
+from .info import DatasetInfo
 from .preprocess import CropConfig, crop_sample
 from .sample import DataError, PixelCamera, Sample, finite_numbers, parse_class_id, safe_image_id
 
@@ -58,6 +60,10 @@ class FolderDatasetConfig:
 
 class FolderDataset(torch.utils.data.Dataset):
     """Images (+ masks, + annotations) in the folder format above, as preprocessed Samples."""
+
+    # What every dataset of this kind offers; `info` adds what this folder's annotations offer.
+    KIND_INFO: ClassVar[DatasetInfo] = DatasetInfo("folder", has_cameras=False, has_3d_ground_truth=False,
+                                                   has_cad_models=False)
 
     def __init__(self, root: str | os.PathLike, crop: Optional[CropConfig] = None, require_camera: bool = False,
                  require_class: bool = False, mirror: bool = False, mask_dirs: Optional[list] = None):
@@ -105,6 +111,15 @@ class FolderDataset(torch.utils.data.Dataset):
     @classmethod
     def from_config(cls, cfg: FolderDatasetConfig) -> "FolderDataset":
         return cls(cfg.root, cfg.crop, cfg.require_camera, cfg.require_class, cfg.mirror)
+
+    @property
+    def info(self) -> DatasetInfo:
+        return dataclasses.replace(self.KIND_INFO, has_cameras=self.KIND_INFO.has_cameras or self._all_have_cameras())
+
+    def _all_have_cameras(self) -> bool:
+        """Every image has a camera in annotations.json (whether it is well formed is checked on reading)."""
+        return all(isinstance(self.annotations.get(p.stem), dict) and self.annotations[p.stem].get("camera") is not None
+                   for p in self.image_paths)
 
     def __len__(self) -> int:
         return len(self.image_paths)

@@ -21,13 +21,36 @@ import numpy as np
 import torch
 
 from ..geometry.camera import WeakPerspectiveCamera
-from .cub import CUB_SPLITS, CUBDataset, cub_paths, load_cmr_predicted_cameras, read_id_table
-from .folder import FolderDataset
+from ..utils.config import at_least, require
+from .camera_predictions import load_cmr_predicted_cameras
+from .cub import CUB_SPLITS, CUBDataset, cub_paths, read_id_table
+from .datasets import DATASET_KINDS, dataset_kind, kind_info, split_folder
+from .folder import IMAGE_SUFFIXES, FolderDataset
 from .p3d import P3D_SPLITS, P3DDataset, load_cad_models, p3d_paths, read_keypoint_permutation, read_p3d_labels
 from .preprocess import CropConfig
 from .sample import DataError, Sample
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckDatasetConfig:
+    """scripts/check_dataset.py: which dataset to check and what to draw."""
+
+    dataset: str = ""                 # a kind of meshinv.data.datasets: cub | p3d | synthetic | folder
+    root: str = ""                    # the dataset folder
+    split: Optional[str] = None       # split to draw samples from (None: the kind's default)
+    out: Optional[str] = None         # PNG of the drawn samples (none if null)
+    samples: int = 6
+    image_size: int = 192
+    use_predicted_mask: bool = False  # cub: draw with predicted_mask/ instead of the annotated masks
+
+    def validate(self) -> None:
+        require(self.dataset in DATASET_KINDS, "dataset", f"must be one of {', '.join(DATASET_KINDS)} (--dataset), "
+                f"got {self.dataset!r}")
+        require(bool(self.root), "root", "must name the dataset folder (--root)")
+        at_least(self, 0, "samples")
+        at_least(self, 1, "image_size")
 
 
 @dataclass
@@ -172,15 +195,19 @@ def inspect_p3d(root: str | os.PathLike) -> DatasetReport:
 
 
 def inspect_folder(root: str | os.PathLike, kind: str = "folder", split: Optional[str] = None) -> DatasetReport:
+    """The files of a kind read from a split folder (synthetic, folder): what the kind offers
+    (kind_info) says which are required: annotations when it promises cameras, gt/ when it
+    promises 3D ground truth."""
     root = Path(root)
-    split = split or "test"
-    folder = root / split if (root / split / "images").is_dir() else root
+    offers = kind_info(kind)
+    split = split or dataset_kind(kind).default_split
+    folder = split_folder(root, split, "images") or root
     report = DatasetReport(kind, str(folder))
     images = folder / "images"
     if not images.is_dir():
         report.add("images/", images, "missing")
         return report
-    stems = {p.stem for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
+    stems = {p.stem for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     report.add("images/", images, "ok" if stems else "malformed", f"{len(stems)} images")
     masks = folder / "masks"
     have = {p.stem for p in masks.glob("*.png")} if masks.is_dir() else set()
@@ -193,10 +220,10 @@ def inspect_folder(root: str | os.PathLike, kind: str = "folder", split: Optiona
         except (json.JSONDecodeError, TypeError) as e:
             raise DataError(f"not valid JSON ({e})") from None
 
-    _check_file(report, "annotations.json", folder / "annotations.json", read_json, required=kind == "synthetic")
+    _check_file(report, "annotations.json", folder / "annotations.json", read_json, required=offers.has_cameras)
     if report.checks[-1].status == "ok":
-        _check_annotations(report, folder, kind == "synthetic")
-    if kind == "synthetic":
+        _check_annotations(report, folder, offers.has_cameras)
+    if offers.has_3d_ground_truth:
         gt = {p.stem for p in (folder / "gt").glob("*.npz")}
         report.add("gt/", folder / "gt", "ok" if stems <= gt else "malformed", f"{len(stems & gt)} of {len(stems)}")
     report.counts[split if folder != root else folder.name] = len(stems)
@@ -222,14 +249,17 @@ def _check_annotations(report: DatasetReport, folder: Path, required: bool) -> N
     report.add("annotations of each image", dataset.annotation_path, "malformed" if errors else "ok", detail, required)
 
 
+# The kinds whose readers find their split's files themselves, each with its own file list.
+_SPLIT_READER_CHECKS = {"cub": inspect_cub, "p3d": inspect_p3d}
+
+
 def inspect_dataset(kind: str, root: str | os.PathLike, split: Optional[str] = None) -> DatasetReport:
-    if kind == "cub":
-        return inspect_cub(root)
-    if kind == "p3d":
-        return inspect_p3d(root)
-    if kind in ("synthetic", "folder"):
+    """The report of `kind` (a registered kind, meshinv.data.datasets.KINDS; a DataError for any other)."""
+    if not dataset_kind(kind).takes_split:
         return inspect_folder(root, kind, split)
-    raise DataError(f"unknown dataset kind {kind!r}")
+    if kind not in _SPLIT_READER_CHECKS:
+        raise DataError(f"no file checks for dataset kind {kind!r}")
+    return _SPLIT_READER_CHECKS[kind](root)
 
 
 # -- pictures ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""PASCAL3D+ cars as CMR and ConvMesh use them (SPEC section 9).
+"""PASCAL3D+ cars as CMR and ConvMesh use them (docs/method.md section 9).
 
     ROOT/PASCAL3D+_release1.1/Images/car_imagenet/<name>.JPEG, Images/car_pascal/<name>.jpg
                               CAD/car.mat           struct array `car`, one approximate CAD model per
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .cmr import IMAGE_FIELDS, CmrDataset, as_text, check_fields, load_mat, struct_list
+from .info import DatasetInfo
 from .preprocess import CropConfig
 from .sample import DataError
 
@@ -169,6 +170,8 @@ class P3DDataset(CmrDataset):
     gt["p3d_labels"] holds ConvMesh's (shape, color1, color2) ids, -1 where the image is unlisted.
     """
 
+    KIND_INFO = DatasetInfo("p3d", has_cameras=True, has_3d_ground_truth=False, has_cad_models=True)
+
     def __init__(self, root: str | os.PathLike, crop: Optional[CropConfig] = None, split: str = "val",
                  mirror: bool = False, subset: str = "all", class_mode: str = "single", category: str = "car",
                  seed: Optional[int] = None):
@@ -193,10 +196,13 @@ class P3DDataset(CmrDataset):
             self.indices = [i for i in self.indices if self.rel_paths[i].startswith(prefix)]
             self._finish_index()
         self.labels: Optional[dict] = None
+        if class_mode == "single":
+            self.class_names = (category,)
         if class_mode == "labels":
             if not self.paths.labels.is_file():
                 raise DataError(f"{self.paths.labels}: file not found (class_mode='labels')")
             self.labels, self.label_names = read_p3d_labels(self.paths.labels)
+            self.class_names = tuple(self.label_names[0])  # class_id is the shape label
             unlisted = sum(Path(self.rel_paths[i]).name not in self.labels for i in self.indices)
             if unlisted:
                 log.warning("%s: %d of %d images have no labels (class_id -1)", self.paths.labels, unlisted, len(self))

@@ -1,5 +1,5 @@
 """CMR / ConvMesh preprocessing: bounding box, padding, square crop, resize, mirroring, with the
-camera kept consistent at every step (SPEC sections 2 and 9).
+camera kept consistent at every step (docs/method.md sections 2 and 9).
 
 Coordinates are continuous pixel coordinates (see meshinv.data.sample): boxes are (x0, y0, x1, y1)
 with x1, y1 exclusive, so a box covering pixel columns 3..7 is x0 = 3, x1 = 8.
@@ -106,7 +106,7 @@ def camera_to_crop_ndc(camera: PixelCamera, left: int, top: int, side: int, size
 def mirror_ndc_camera(camera: torch.Tensor) -> torch.Tensor:
     """NDC camera (..., 7) of the horizontally mirrored image of a mirror-symmetric object:
     R' = diag(-1, 1, 1) R diag(-1, 1, 1), i.e. q -> (w, x, -y, -z), and tx -> -tx
-    (= W - tx in continuous pixels, the spec's W - tx - 1 in integer-centred ones)."""
+    (= W - tx in continuous pixels, the original's W - tx - 1 with integer centres; docs/method.md section 2)."""
     sign = camera.new_tensor([1.0, -1.0, 1.0, 1.0, 1.0, -1.0, -1.0])
     return camera * sign
 

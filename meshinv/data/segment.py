@@ -1,8 +1,8 @@
 """Automatic foreground masks for photos that come without one.
 
 The default backend is torchvision's Mask R-CNN (ResNet-50 FPN, COCO), with the weight file
-`maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth` looked up by meshinv.utils.weights.find_weights (nothing is
-downloaded). Of the detections of the configured COCO category whose score reaches the threshold,
+`maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth` looked up, or fetched into the torch hub cache as
+torchvision does, by meshinv.utils.weights.find_weights. Of the detections of the configured COCO category whose score reaches the threshold,
 the one with the largest mask wins; when there is none the result is None ("nothing found").
 MeshInversion's CUB masks came from PointRend (detectron2); `backend: pointrend` uses it when
 detectron2 is installed, with its own config and weight files.
@@ -45,7 +45,7 @@ class SegmentConfig:
     category: Literal["bird", "car"] = "bird"   # COCO category kept (TORCHVISION_COCO, DETECTRON2_COCO)
     score_threshold: float = 0.7       # detections below this confidence are ignored
     mask_threshold: float = 0.5        # a pixel is foreground where the soft mask reaches this
-    weights: str = MASKRCNN_WEIGHTS    # file name (searched in the pretrained folders) or path
+    weights: str = MASKRCNN_WEIGHTS    # file name (searched in the pretrained folders, else fetched) or path
     allow_random_weights: bool = False  # tests only: a missing weight file gives a random network
     min_size: int = 800                # Mask R-CNN resizes the shorter side to this (torchvision default)
     max_size: int = 1333
@@ -91,7 +91,8 @@ def _build_maskrcnn(cfg: SegmentConfig) -> torch.nn.Module:
         if not cfg.allow_random_weights:
             raise
         path = None
-    # weights=None and weights_backbone=None: torchvision must not try to download anything.
+    # weights=None and weights_backbone=None: the file comes from find_weights, which searches the
+    # local folders before it downloads (torchvision would only look in the hub cache).
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91,
                                   min_size=cfg.min_size, max_size=cfg.max_size)
     if path is None:

@@ -1,4 +1,4 @@
-"""The evaluation section of an experiment config (SPEC section 8)."""
+"""The evaluation section of an experiment config (docs/method.md section 8)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,17 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from ..data.preprocess import CropConfig
+from ..inversion.config import default_inversion_crop
+from ..render.views import NOVEL_VIEW_SCALE
 from ..utils.config import at_least, greater_than, within
-
-
-def _evaluation_crop() -> CropConfig:
-    # The inversion's default crop (meshinv/inversion/config.py). Used where a results folder records
-    # no crop of its own (evaluate.inversion_crop); img_size is replaced by each record's image_size.
-    return CropConfig(img_size=256, padding=0.05, jitter=0.0, mask_threshold=0.95)
 
 
 @dataclass
 class FIDConfig:
-    """FID_1, FID_10 and FID_12 (meshinv/evaluation/fid.py)."""
+    """FID_1, FID_10 and FID_12 (meshinv/evaluation/fid/)."""
 
     # "fid": the TF-ported FID Inception (pytorch-fid's pt_inception-2015-12-05-6726825d.pth), as
-    # SPEC 8 asks. "torchvision": torchvision's ImageNet Inception v3, which is what the original code
+    # docs/method.md section 8 says. "torchvision": torchvision's ImageNet Inception v3, which is what the original code
     # actually runs (lib/utils/inception.py) and what its released statistics file was made with.
     network: Literal["fid", "torchvision"] = "fid"
     weights: Optional[str] = None            # file name or path; None = the network's standard file
@@ -48,12 +44,14 @@ class EvaluationConfig:
     results_dir: str = "outputs/inversion"   # the inversion's out_dir; metrics.json etc. are written here
     data_dir: Optional[str] = None           # the dataset that was inverted; None = result folders only
     split: Optional[str] = None              # None = the dataset kind's default (meshinv.data.datasets)
-    metrics: list[str] = field(default_factory=lambda: ["mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d"])
-    crop: CropConfig = field(default_factory=_evaluation_crop)
+    metrics: list[str] = field(default_factory=lambda: ["mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d",
+                                                        "rotation_error_deg"])
+    crop: CropConfig = field(default_factory=default_inversion_crop)  # where a result records none; img_size follows it
     limit: Optional[int] = None              # only the first N result folders (sorted by image id)
-    # Novel views (novel_view_iou, FID_10, FID_12): about the canonical pose, centred, untranslated (SPEC 8).
+    # Novel views (novel_view_iou, FID_10, FID_12): about the canonical pose, centred, untranslated
+    # (docs/method.md section 8; meshinv.render.views).
     novel_view_size: int = 256
-    novel_view_scale: float = 0.7
+    novel_view_scale: float = NOVEL_VIEW_SCALE
     azimuths: list[float] = field(default_factory=lambda: [30.0 * k for k in range(12)])
     fid: FIDConfig = field(default_factory=FIDConfig)
     # iou_3d, iou_3d_global (PASCAL3D+): voxel grid side. There is no frame rotation to set: the

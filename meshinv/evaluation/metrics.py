@@ -1,37 +1,45 @@
 """Evaluation metrics, kept in a registry (name -> function).
 
 Per image (a function of one image's EvaluationContext, returning a float):
-    mask_iou        rendered hard mask vs. the target mask, input view (SPEC 8)
+    mask_iou        rendered hard mask vs. the target mask, input view (docs/method.md section 8)
     full_mask_iou   the same rendered mask vs. the ground-truth full-object mask (synthetic data)
     novel_view_iou  silhouette IoU of prediction vs. ground truth over turntable views (synthetic)
     chamfer_3d      Chamfer distance of the vertices after weak-perspective alignment (synthetic)
+    rotation_error_deg  angle between the final camera's rotation and the dataset's camera's (the
+                    ground truth on synthetic data; SfM or annotations elsewhere)
     iou_3d          voxel IoU with the image's CAD model, box-aligned per image (PASCAL3D+;
                     meshinv/evaluation/voxels.py)
 Over the whole dataset (one number from all images):
-    fid_1           FID of masked inputs vs. masked reconstructions in the input view (SPEC 8; fid.py)
-    fid_10, fid_12  FID of novel views about the canonical pose vs. real-image statistics (SPEC 8; fid.py)
+    fid_1           FID of masked inputs vs. masked reconstructions in the input view (docs/method.md section 8; fid.py)
+    fid_10, fid_12  FID of novel views about the canonical pose vs. real-image statistics
+                    (docs/method.md section 8; fid.py)
     iou_3d_global   iou_3d with one box alignment averaged over all images, as CMR's eval_mean_iou.m
 
 A per-image metric raises MissingInputError, naming what is missing, when the image lacks an input
-it needs; it is a function decorated with @register_metric("name", needs_gt=...). A dataset-level
-metric is registered with @register_dataset_metric("name") on a factory taking the run's
+it needs; it is a function decorated with @register_metric("name", needs_gt=...). Its MetricInfo
+says what the dataset must offer (needs_gt, needs_camera, needs_cad) and, for a metric with a
+threshold of interest, `within` (the report gives the fraction of images at most that value). A
+dataset-level metric is registered with @register_dataset_metric("name") on a factory taking the run's
 DatasetMetricEnv and returning an accumulator with update(ctx) (once per image, may raise
-MissingInputError for that image) and compute() -> (value, images used). scripts/evaluate.py and
-training code look metrics up by name with get_metric. Only torch and the geometry/render core are
-imported here; the FID and voxel code is imported when those metrics are used.
+MissingInputError for that image) and compute() -> (value, images used), which raises ValueError
+when there is no value. Building one may raise ImportError, OSError or ValueError (a missing
+package, weight file or reference): the metric is then skipped with that reason. scripts/evaluate.py
+and training code look metrics up by name with get_metric. Only torch and the geometry/render core
+are imported here; the FID and voxel code is imported when those metrics are used.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 import torch
 
-from ..geometry.camera import WeakPerspectiveCamera, turntable_quaternions
+from ..geometry.camera import WeakPerspectiveCamera, rotation_angle_deg
 from ..geometry.template import MeshTemplate
-from ..render.renderer import MeshRenderer
+from ..render.settings import Renderer, make_renderer
+from ..render.views import turntable_silhouettes
 from ..utils.masks import mask_iou as iou
 from .config import EvaluationConfig
 
@@ -51,12 +59,13 @@ class EvaluationContext:
 
     record       the InversionRecord (tensors on any device; moved to `device` where used)
     template     the mesh template whose faces connect record.vertices (and the GT vertices)
-    renderer     a MeshRenderer at record.image_size (the input view)
+    renderer     a renderer at record.image_size (the input view)
     cfg          the EvaluationConfig (novel-view size, azimuths, scale)
     target_mask  (1, S, S) or (S, S) in {0, 1}: what the inversion fitted, or None
     gt           ground truth of a dataset sample (meshinv.data.synthetic.SyntheticDataset's `gt`:
                  vertices (V, 3), full_mask (1, S, S), ...); empty when there is none
-    gt_camera    (7,) the sample's NDC camera of the crop (the GT camera), or None
+    gt_camera    (7,) the sample's NDC camera of the crop (the GT camera on synthetic data; SfM or
+                 annotation cameras elsewhere), or None
     input_image  (3, S, S) in [-1, 1]: the cropped input the inversion saw (input.png or the
                  dataset's sample), or None
     dataset      the evaluation's dataset (iou_3d reads its CAD models), or None
@@ -66,7 +75,7 @@ class EvaluationContext:
 
     record: InversionRecord
     template: MeshTemplate
-    renderer: MeshRenderer
+    renderer: Renderer
     cfg: EvaluationConfig
     target_mask: Optional[torch.Tensor] = None
     gt: dict = field(default_factory=dict)
@@ -146,17 +155,6 @@ def _as_image_mask(mask: torch.Tensor, size: int, name: str) -> torch.Tensor:
     return mask > 0.5
 
 
-def turntable_silhouettes(template: MeshTemplate, vertices: torch.Tensor, azimuths_deg: Sequence[float],
-                          image_size: int, scale: float = 0.7) -> torch.Tensor:
-    """(N, S, S) bool hard masks of one mesh (V, 3) seen from each azimuth about the canonical pose,
-    centred at its vertex mean and untranslated (what meshinv.render.views.render_turntable draws)."""
-    quaternions = turntable_quaternions(azimuths_deg, dtype=vertices.dtype, device=vertices.device)
-    n = quaternions.shape[0]
-    camera = WeakPerspectiveCamera(vertices.new_full((n, 1), scale), vertices.new_zeros(n, 2), quaternions)
-    ndc = camera.transform(vertices.unsqueeze(0).expand(n, -1, -1), center=True, translate=False)
-    return MeshRenderer(image_size).rasterize(ndc, template.faces.to(vertices.device)).mask[:, 0] > 0.5
-
-
 def weak_perspective_chamfer(pred_vertices: torch.Tensor, pred_camera: torch.Tensor, gt_vertices: torch.Tensor,
                              gt_camera: torch.Tensor) -> float:
     """Symmetric Chamfer distance between two meshes' vertices, each placed in the view by its own
@@ -198,7 +196,7 @@ class DatasetMetric(Protocol):
 
     def update(self, ctx: EvaluationContext) -> None: ...
 
-    def compute(self) -> tuple[float, int]: ...  # (value, number of images it used)
+    def compute(self) -> tuple[float, int]: ...  # (value, number of images it used); ValueError if none
 
 
 @dataclass
@@ -208,7 +206,7 @@ class DatasetMetricEnv:
     cache (e.g. novel views rendered once for both fid_10 and fid_12).
 
     feature_extractor  an nn.Module images (N, 3, 299, 299) in [0, 1] -> (N, D), or None = the
-                       Inception of cfg.fid (meshinv.evaluation.fid.build_inception)
+                       Inception of cfg.fid (meshinv.evaluation.fid.inception.build_inception)
     """
 
     cfg: EvaluationConfig
@@ -236,7 +234,7 @@ class DatasetMetricEnv:
         return self.cache["feature_bank"]
 
     def fid_reference(self):
-        """The real-image statistics of FID_10 / FID_12 (meshinv.evaluation.fid.reference_statistics)."""
+        """The real-image statistics of FID_10 / FID_12 (meshinv.evaluation.fid.reference.reference_statistics)."""
         if "fid_reference" not in self.cache:
             from .fid import reference_statistics
 
@@ -257,6 +255,14 @@ class MetricInfo:
     description: str        # the first line of the function's docstring
     level: str = "image"    # "image": one value per image, averaged; "dataset": one value from all images
     needs_cad: bool = False  # needs a dataset with CAD models (PASCAL3D+)
+    needs_camera: bool = False  # needs a dataset whose samples carry cameras (.info.has_cameras)
+    within: Optional[float] = None  # report the fraction of images whose value is at most this
+    unit: str = ""          # the value's unit, for names and the report (e.g. "deg")
+
+    @property
+    def needs_sample(self) -> bool:
+        """Whether the metric reads the image's dataset sample (ground truth, camera or CAD model)."""
+        return self.needs_gt or self.needs_camera or self.needs_cad
 
 
 METRICS: dict[str, Callable] = {}   # name -> MetricFn (level "image") or DatasetMetricFactory ("dataset")
@@ -274,11 +280,13 @@ def _description(fn: Callable, name: str) -> str:
     return (fn.__doc__ or name).strip().splitlines()[0]
 
 
-def register_metric(name: str, *, needs_gt: bool = False, higher_is_better: bool = True, needs_cad: bool = False):
+def register_metric(name: str, *, needs_gt: bool = False, higher_is_better: bool = True, needs_cad: bool = False,
+                    needs_camera: bool = False, within: Optional[float] = None, unit: str = ""):
     """Decorator adding a per-image metric function to METRICS under `name`."""
 
     def decorator(fn: MetricFn) -> MetricFn:
-        _register(name, fn, MetricInfo(name, needs_gt, higher_is_better, _description(fn, name), "image", needs_cad))
+        _register(name, fn, MetricInfo(name, needs_gt, higher_is_better, _description(fn, name), "image", needs_cad,
+                                       needs_camera, within, unit))
         return fn
 
     return decorator
@@ -325,9 +333,9 @@ def novel_view_iou(ctx: EvaluationContext) -> float:
     gt_vertices = ctx.require_gt("vertices", "novel_view_iou").to(ctx.device, torch.float32)
     _check_vertices(gt_vertices, ctx.template, "gt['vertices']")
     cfg = ctx.cfg
-    pred = turntable_silhouettes(ctx.template, ctx.pred_vertices(), cfg.azimuths, cfg.novel_view_size,
-                                 cfg.novel_view_scale)
-    gt = turntable_silhouettes(ctx.template, gt_vertices, cfg.azimuths, cfg.novel_view_size, cfg.novel_view_scale)
+    renderer = make_renderer(cfg.novel_view_size)
+    pred = turntable_silhouettes(ctx.template, renderer, ctx.pred_vertices(), cfg.azimuths, cfg.novel_view_scale)
+    gt = turntable_silhouettes(ctx.template, renderer, gt_vertices, cfg.azimuths, cfg.novel_view_scale)
     return float(iou(pred, gt).mean())
 
 
@@ -340,6 +348,17 @@ def chamfer_3d(ctx: EvaluationContext) -> float:
     if ctx.gt_camera is None:
         raise MissingInputError("chamfer_3d: needs the sample's ground-truth camera")
     return weak_perspective_chamfer(ctx.pred_vertices(), ctx.record.camera, gt_vertices, ctx.gt_camera)
+
+
+@register_metric("rotation_error_deg", needs_camera=True, higher_is_better=False, within=30.0, unit="deg")
+def rotation_error_deg(ctx: EvaluationContext) -> float:
+    """Angle (degrees) between the rotations of the final camera and the sample's (GT on synthetic data).
+
+    The geodesic angle of meshinv.geometry.camera.rotation_angle_deg, in [0, 180]."""
+    if ctx.gt_camera is None:
+        raise MissingInputError("rotation_error_deg: needs the sample's camera (the ground truth on synthetic data)")
+    return float(rotation_angle_deg(ctx.record.camera[3:].double(), ctx.gt_camera.reshape(-1)[3:].double()
+                                    .to(ctx.record.camera.device)))
 
 
 def _cad_model(ctx: EvaluationContext, metric: str, normalize: bool = True

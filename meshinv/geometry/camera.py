@@ -88,6 +88,19 @@ def quaternion_rotate(q: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return points @ quaternion_to_matrix(q).transpose(-1, -2)
 
 
+def rotation_angle_deg(q: torch.Tensor, q_ref: torch.Tensor) -> torch.Tensor:
+    """(...) geodesic angle in degrees, in [0, 180], between the rotations of (..., 4) quaternions
+    (w, x, y, z), each normalised first; q and -q are the same rotation.
+
+    Computed in float64 as 4 atan2(|a - b|, |a + b|) with b = +-q_ref on a's side (a . b >= 0): for
+    unit quaternions 4D-apart by phi this is 2 phi, the rotation angle, and unlike 2 acos(a . b) it
+    keeps full precision near 0 and 180 degrees. Returned in q's dtype.
+    """
+    a, b = normalize_quaternion(q.double()), normalize_quaternion(q_ref.double())
+    b = torch.where((a * b).sum(-1, keepdim=True) < 0, -b, b)
+    return torch.rad2deg(4 * torch.atan2((a - b).norm(dim=-1), (a + b).norm(dim=-1))).to(q.dtype)
+
+
 _AXES = {"x": 0, "y": 1, "z": 2}
 
 
@@ -196,6 +209,14 @@ class WeakPerspectiveCamera:
         flip_q = self.quaternion.new_tensor([1.0, 1.0, -1.0, -1.0])
         flip_t = self.translation.new_tensor([-1.0, 1.0])
         return WeakPerspectiveCamera(self.scale, self.translation * flip_t, self.quaternion * flip_q)
+
+
+def average_cameras(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The mean of two (B, 7) cameras: scale and translation averaged, the quaternions averaged on
+    the same hemisphere (q and -q are one rotation) and normalised (the rotation halfway between)."""
+    qa, qb = normalize_quaternion(a[:, 3:]), normalize_quaternion(b[:, 3:])
+    qb = torch.where((qa * qb).sum(-1, keepdim=True) < 0, -qb, qb)
+    return torch.cat([(a[:, :3] + b[:, :3]) / 2, normalize_quaternion(qa + qb)], dim=1)
 
 
 # Canonical pose of the evaluation's novel views: Euler xyz (0, -90, 90 - 30) degrees (scipy

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 def symmetrize_width(half: torch.Tensor) -> torch.Tensor:
     """The generator's even symmetry along u: (..., W/2) -> (..., W) as
-    [flip(x)[..., W/4:], x, flip(x)[..., :W/4]] (SPEC section 3)."""
+    [flip(x)[..., W/4:], x, flip(x)[..., :W/4]] (docs/method.md section 3)."""
     flipped = half.flip(-1)
     quarter = half.shape[-1] // 2
     return torch.cat([flipped[..., quarter:], half, flipped[..., :quarter]], dim=-1)

@@ -8,7 +8,7 @@ renders the texture through its per-corner UVs.
 Symmetric templates (the default, as in the paper) have a mirror plane x = 0. Vertices are split
 into "neg" (x < -1e-4), "pos" (x > 1e-4, the mirror partner of each neg vertex, in matching order)
 and "zero" (on the plane); only the non-negative half ("nonneg" = pos then zero) is sampled and the
-neg half copies its partner's offset with x negated. All formulas follow ../shared/SPEC.md, section 1.
+neg half copies its partner's offset with x negated. All formulas follow docs/method.md section 1.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from torch import nn
 from .mesh_ops import face_adjacency, face_normals, vertex_normals
 from .obj_io import MeshData, export_textured_mesh, read_obj
 from ..utils.config import require
+from ..utils.io import file_sha256
 from .sphere import uv_sphere
 
 _PLANE_EPS = 1e-4
@@ -44,6 +45,16 @@ class TemplateConfig:
         require(self.rings >= 2, "rings", f"must be >= 2, got {self.rings}")
         require(self.segments >= 4 and self.segments % 4 == 0, "segments",
                 f"must be a positive multiple of 4, got {self.segments}")
+
+    def identity(self, content: bool = True) -> dict:
+        """What makes two configs the same mesh (a generator checkpoint records it): the UV sphere's
+        rings and segments, or the OBJ file (its name, and with `content` its sha256 when the file
+        is there), and the symmetry."""
+        if self.obj_path:
+            found = content and Path(self.obj_path).is_file()
+            return {"obj_path": self.obj_path, "obj_sha256": file_sha256(self.obj_path) if found else None,
+                    "symmetric": self.symmetric}
+        return {"rings": self.rings, "segments": self.segments, "symmetric": self.symmetric}
 
 
 def build_template(cfg: TemplateConfig) -> "MeshTemplate":

@@ -1,4 +1,4 @@
-"""Inversion: find the latent code and camera whose rendering best explains an image (SPEC section 6).
+"""Inversion: find the latent code and camera whose rendering best explains an image (docs/method.md section 6).
 
     config      InversionAlgorithm (what decides a result: schedule, losses, z selection, camera start),
                 InversionJob (which images, output folder, exports), InversionConfig (both: the YAML section)
@@ -14,16 +14,18 @@ from ..utils.masks import mask_iou
 from .camera_init import CameraInitializer, perturb_camera
 from .config import (
     CameraInitConfig, ExportConfig, InversionAlgorithm, InversionConfig, InversionJob, InversionLossConfig,
+    validate_inversion,
 )
 from .engine import BatchResult, Inverter, camera_problem, invert
 from .objective import InversionObjective, InversionTargets
 from .output import OutputFolder, OutputFolderError
 from .results import InversionRecord, finished_ids, iter_records, load_record
-from .run import InversionRun, MissingInputsError, check_job_inputs
+from .run import JOB_ERRORS, InversionRun, MissingInputsError, check_job_inputs, run_job
 
 __all__ = [
     "CameraInitializer", "perturb_camera", "CameraInitConfig", "ExportConfig", "InversionAlgorithm",
-    "InversionConfig", "InversionJob", "InversionLossConfig", "BatchResult", "Inverter", "camera_problem", "invert",
+    "InversionConfig", "InversionJob", "InversionLossConfig", "validate_inversion", "BatchResult", "Inverter",
+    "camera_problem", "invert", "JOB_ERRORS", "run_job",
     "InversionObjective", "InversionTargets", "mask_iou", "OutputFolder", "OutputFolderError", "InversionRecord",
     "finished_ids", "iter_records", "load_record", "InversionRun", "MissingInputsError", "check_job_inputs",
 ]

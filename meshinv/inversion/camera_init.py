@@ -14,12 +14,16 @@ from pathlib import Path
 
 import torch
 
-from ..data.cub import load_cmr_predicted_cameras, select_camera
+from ..data.camera_predictions import load_cmr_predicted_cameras, select_camera
 from ..data.sample import DataError, Sample
 from ..geometry.camera import quaternion_multiply
 from .config import CameraInitConfig
 
 log = logging.getLogger(__name__)
+
+
+class NoStartCamera(DataError):
+    """No source of CameraInitConfig gives this image a camera (the camera search still can)."""
 
 
 def resolve_predictions_path(path: str | os.PathLike, data_root: str | os.PathLike) -> Path:
@@ -76,12 +80,15 @@ class CameraInitializer:
         prediction = None
         if self.predictions is not None:
             prediction = self.predictions.get(Path(sample.source).stem) or self.predictions.get(sample.image_id)
-        camera, source = select_camera(sample.camera, prediction, self.cfg.min_prediction_iou)
+        dataset_camera = sample.camera if self.cfg.use_dataset_camera else None
+        camera, source = select_camera(dataset_camera, prediction, self.cfg.min_prediction_iou)
         if source == "prediction":
             return camera.float(), "predictions"
-        if sample.camera is None:
-            raise DataError(f"{sample.source}: no starting camera: the dataset has none for this image and no "
-                            "camera prediction applies (set inversion.camera_init.predictions or .predictor)")
+        if dataset_camera is None:
+            why = ("the dataset has none for this image" if self.cfg.use_dataset_camera
+                   else "inversion.camera_init.use_dataset_camera is false")
+            raise NoStartCamera(f"{sample.source}: no starting camera: {why} and no camera prediction applies "
+                                "(set inversion.camera_init.predictor, .predictions, or search.enabled)")
         if not self.adds_noise:
             return sample.camera.float(), "dataset"
         return perturb_camera(sample.camera, self.cfg, _noise_generator(self.seed, sample.image_id)), "dataset+noise"

@@ -1,4 +1,4 @@
-"""The inversion section of an experiment config (SPEC sections 6 and 7; defaults are the paper's).
+"""The inversion section of an experiment config (docs/method.md sections 6 and 7; defaults are the paper's).
 
 Two halves, one flat YAML section (`inversion:`):
     InversionAlgorithm  what decides an image's result: crop, z search, schedule, losses, seed,
@@ -8,24 +8,61 @@ Two halves, one flat YAML section (`inversion:`):
 InversionConfig has the fields of both; `.algorithm` and `.job` give each half. The resume guard
 (meshinv/inversion/output.py) compares the algorithm and ignores the settings a class lists in
 `RUN_ONLY`: every job key (derived from InversionJob's fields), and the algorithm's keys that change
-how much is computed at once, not what (results agree up to float rounding).
+how much is computed at once, or which pairs a Chamfer search visits, not what (results agree up to
+float rounding; the Chamfer tiling and pruning, bit for bit).
+
+Each class's `validate()` checks its own settings and its parts' with the shared helpers
+(meshinv/utils/config.py), naming keys relative to itself; `validate_inversion` checks a section on
+its own (the engine, scripts/invert.py) and names them as the experiment config does
+("inversion.select_num must be >= 1, got 0").
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Optional, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import Literal, Optional, TypeVar
 
+from ..data.camera_predictions import TRUSTED_OVERLAY_IOU
 from ..data.preprocess import CropConfig
-from ..utils.config import ConfigError
+from ..render.settings import RenderSettings
+from ..utils.config import SettingError, at_least, check, non_empty, require, validate_config
 
 T = TypeVar("T")
 
+SECTION = "inversion"  # where these settings sit in an experiment config
+SHIPPED_PRIOR = "pretrained/synthetic_prior_ours.pt"  # the default generator checkpoint (sampling, too)
 
-def _inversion_crop() -> CropConfig:
-    # The original binarises the resized target mask at 0.95.
+
+def default_inversion_crop() -> CropConfig:
+    """The inversion's default crop (evaluation falls back on it too). The original binarises the
+    resized target mask at 0.95."""
     return CropConfig(img_size=256, padding=0.05, jitter=0.0, mask_threshold=0.95)
+
+
+def _finite_at_least_zero(value: float) -> bool:
+    return math.isfinite(value) and value >= 0
+
+
+def _validate_parts(cfg, *names: str) -> None:
+    """The own checks of the nested sections `names`, named from `cfg`, so that a direct validate()
+    covers the whole section (validate_config walks them as well)."""
+    for name in names:
+        try:
+            getattr(cfg, name).validate()
+        except SettingError as err:
+            raise err.within(name) from None
+
+
+def validate_inversion(cfg) -> None:
+    """Check an inversion section on its own, naming every key from the experiment config
+    ("inversion.loss.mask_weight ..."): its own checks first (the more specific messages), then
+    the ones every setting gets (validate_config: enumerations, finite numbers)."""
+    try:
+        cfg.validate()
+    except SettingError as err:
+        raise err.within(SECTION) from None
+    validate_config(cfg, SECTION)
 
 
 @dataclass
@@ -44,47 +81,81 @@ class InversionLossConfig:
     subpool_threshold: float = 0.5   # a VGG cell is used where >= this share of its pixels is foreground
     # The original subsamples 8192 points per side at random each step; None uses every point.
     subsample_points: Optional[int] = None
-    chunk_size: int = 1 << 18        # (query, reference) pairs per tile of the nearest-neighbour search
-    chamfer_pruning: bool = True     # pixel Chamfer search skips pairs that cannot be nearest (same results)
-    vgg_weights: Optional[str] = None      # default: vgg19-dcbb9e9d.pth from the pretrained folders
-    allow_random_vgg: bool = False         # tests and smoke runs only: random VGG weights, logged loudly
+    chunk_size: Optional[int] = None  # pairs per tile of the nearest-neighbour search (None: the device's default)
+    # The pixel term's search skips pairs that a spatial bound shows cannot be nearest: the same
+    # matches, losses and gradients, bit for bit (only the time differs).
+    chamfer_pruning: bool = True
+    vgg_weights: Optional[str] = None      # default: vgg19-dcbb9e9d.pth from the pretrained folders, else fetched
+    # With feature_weight > 0 and the VGG-19 weights neither on this machine nor fetchable: "error"
+    # stops the run before any work; "skip" leaves the feature term out, logged loudly and recorded
+    # in summary.json (`left_out`) and report.md; "random" computes it with random VGG weights
+    # (tests and smoke runs only: the term is then meaningless; recorded as `random_weights`).
+    on_missing_vgg: Literal["error", "skip", "random"] = "error"
 
-    RUN_ONLY = ("chunk_size",)  # how much is computed at once, not what
+    RUN_ONLY = ("chunk_size", "chamfer_pruning")  # how the searches run, not what they find
 
     def validate(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"inversion.loss.{f.name} must be a finite number >= 0, got {value!r}")
-        if self.subsample_points is not None:
-            _at_least(1, "inversion.loss.subsample_points", self.subsample_points)
-        _at_least(1, "inversion.loss.chunk_size", self.chunk_size)
+        weights = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)]
+        check(self, weights, _finite_at_least_zero, "a finite number >= 0")
+        at_least(self, 1, "subsample_points", "chunk_size")
+
+
+@dataclass
+class CameraSearchConfig:
+    """The camera search (meshinv/inversion/camera_search.py): hypotheses over the view sphere fitted
+    to the mask, the best kept with their depth mirrors and scored with z candidates under the full
+    loss. With a start camera (predictor, predictions, dataset), the start competes with them."""
+
+    enabled: bool = False
+    views: int = 24                  # viewing directions (Fibonacci sphere)
+    rolls: int = 4                   # in-plane turns per direction
+    mask_size: int = 32              # the mask is matched at this resolution
+    vertices: int = 128              # ... by this many of the mean shape's vertices
+    steps: int = 30                  # Adam steps on the Chamfer mask loss per hypothesis
+    lr: float = 0.05
+    keep: int = 2                    # distinct rotations kept per image, each with its depth mirror
+    distinct_deg: float = 30.0       # kept rotations are at least this far apart
+    score_candidates: int = 16       # z candidates each kept camera is scored with (the z search's first)
+
+    def validate(self) -> None:
+        at_least(self, 1, "views", "rolls", "keep", "score_candidates", "vertices")
+        at_least(self, 4, "mask_size")
+        at_least(self, 0, "steps")
+        check(self, ("lr", "distinct_deg"), _finite_at_least_zero, "a finite number >= 0")
 
 
 @dataclass
 class CameraInitConfig:
     """Where the starting camera of each image comes from, in order of preference:
     a camera-predictor checkpoint, a predictions file (the original's cmr_pred_cam.pth format),
-    then the dataset's own camera (SfM pose, or the synthetic ground truth), optionally perturbed."""
+    then the dataset's own camera (SfM pose, or the synthetic ground truth), optionally perturbed.
+    With `search.enabled`, a camera searched from the image alone competes with that start (or
+    stands alone where there is none)."""
 
     predictor: Optional[str] = None      # camera-predictor checkpoint (scripts/train_camera.py)
+    # Average the predictor's camera with the one it gives for the mirrored crop, mirrored back.
+    mirror_average: bool = False
     predictions: Optional[str] = None    # {image stem: {pred_cam: (7,), pred_pose_overlay_iou: float}}
-    min_prediction_iou: float = 0.7      # predictions whose overlay IoU is not above this are ignored
+    min_prediction_iou: float = TRUSTED_OVERLAY_IOU   # predictions whose overlay IoU is not above this are ignored
     # Perturbation of the dataset camera (to emulate a predicted one on synthetic data): a rotation by
     # exactly this angle about a random axis, a shift of this fraction of the image side in a random
     # direction, and a scale change by this fraction, up or down at random.
     noise_rotation_deg: float = 0.0
     noise_translation: float = 0.0
     noise_scale: float = 0.0
+    # False: the dataset's own cameras are never a start (on synthetic data they are the ground
+    # truth), so an image without a predictor's camera needs the search.
+    use_dataset_camera: bool = True
+    # From the image alone: searched over the view sphere for every image (a start camera from the
+    # sources above competes with the searched ones and is kept only when it scores best).
+    search: CameraSearchConfig = field(default_factory=CameraSearchConfig)
 
     def validate(self) -> None:
-        for key in ("min_prediction_iou", "noise_rotation_deg", "noise_translation", "noise_scale"):
-            value = getattr(self, key)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"inversion.camera_init.{key} must be a finite number >= 0, got {value!r}")
-        if self.noise_scale >= 1:
-            raise ConfigError(f"inversion.camera_init.noise_scale must be < 1 (a scale change of that fraction), "
-                              f"got {self.noise_scale!r}")
+        check(self, ("min_prediction_iou", "noise_rotation_deg", "noise_translation", "noise_scale"),
+              _finite_at_least_zero, "a finite number >= 0")
+        _validate_parts(self, "search")
+        require(self.noise_scale < 1, "noise_scale",
+                f"must be < 1 (a scale change of that fraction), got {self.noise_scale!r}")
 
 
 @dataclass
@@ -97,34 +168,35 @@ class ExportConfig:
     turntable_ms_per_frame: int = 80
 
     def validate(self) -> None:
-        _at_least(0, "inversion.export.turntable_frames", self.turntable_frames)
-        _at_least(1, "inversion.export.turntable_size", self.turntable_size)
-        _at_least(1, "inversion.export.turntable_ms_per_frame", self.turntable_ms_per_frame)
+        at_least(self, 0, "turntable_frames")
+        at_least(self, 1, "turntable_size", "turntable_ms_per_frame")
+
+    @property
+    def turntable_render_settings(self) -> RenderSettings:
+        return RenderSettings(self.turntable_size)
 
 
 def _project(config, cls: type[T]) -> T:
     return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
 
-def _at_least(minimum: float, key: str, value: float) -> None:
-    if not value >= minimum:  # also refuses NaN
-        raise ConfigError(f"{key} must be >= {minimum}, got {value!r}")
-
-
-def _positive_finite(key: str, values) -> None:
-    for i, value in enumerate(values):
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"{key}[{i}] must be a finite number > 0, got {value!r}")
-
-
 @dataclass
 class InversionAlgorithm:
     """What decides an image's result (the engine's whole configuration)."""
 
-    crop: CropConfig = field(default_factory=_inversion_crop)   # img_size is the working resolution
+    crop: CropConfig = field(default_factory=default_inversion_crop)   # img_size is the working resolution
     seed: int = 1234                         # with the image id, seeds each image's z candidates
     select_num: int = 500                    # random z scored to pick the start
+    # 0 scores every candidate under the full loss (the paper's selection). K > 0 scores every
+    # candidate under a cheap loss first (at select_prescore_size px, without the VGG term) and
+    # re-scores each image's best K under the full loss: the same choice whenever the full loss's
+    # best candidate is among the cheap loss's best K.
+    select_shortlist: int = 0
+    select_prescore_size: Optional[int] = None   # None: half of crop.img_size, rounded down to a multiple of 4
     init_batch_size: int = 100               # candidates scored per forward pass (all images together)
+    # Every image of a class scores the same generated candidates: they are kept across batches
+    # within this many MiB (the most recently used classes; 0 keeps none).
+    select_cache_mb: int = 1024
     iterations: list[int] = field(default_factory=lambda: [50, 50, 50, 50])
     z_lrs: list[float] = field(default_factory=lambda: [1e-1, 5e-2, 1e-2, 5e-3])
     camera_lrs: list[float] = field(default_factory=lambda: [1e-2, 5e-3, 1e-3, 5e-4])
@@ -137,31 +209,38 @@ class InversionAlgorithm:
     loss: InversionLossConfig = field(default_factory=InversionLossConfig)
     camera_init: CameraInitConfig = field(default_factory=CameraInitConfig)
 
-    RUN_ONLY = ("init_batch_size", "recompute_target_features")  # how much is computed at once, not what
+    RUN_ONLY = ("init_batch_size", "select_cache_mb", "recompute_target_features")  # how much is computed at once, not what
 
     def validate(self) -> None:
-        """Raise ConfigError naming the first key (inversion.*) that no run could use."""
+        """Raise SettingError naming the first key that no run could use."""
         size = self.crop.img_size
-        if size < 4 or size % 4:
-            raise ConfigError(f"inversion.crop.img_size must be a positive multiple of 4 (VGG cells), got {size}")
-        _at_least(1, "inversion.select_num", self.select_num)
-        _at_least(1, "inversion.init_batch_size", self.init_batch_size)
-        _at_least(0, "inversion.warm_up", self.warm_up)
-        if not self.iterations:
-            raise ConfigError("inversion.iterations must list at least one stage, got []")
-        for i, count in enumerate(self.iterations):
-            _at_least(1, f"inversion.iterations[{i}]", count)
+        require(size >= 4 and size % 4 == 0, "crop.img_size",
+                f"must be a positive multiple of 4 (VGG cells), got {size}")
+        at_least(self, 1, "select_num", "init_batch_size", "iterations")
+        at_least(self, 0, "select_shortlist", "select_cache_mb")
+        if self.select_prescore_size is not None:
+            require(4 <= self.select_prescore_size <= size and self.select_prescore_size % 4 == 0,
+                    "select_prescore_size",
+                    f"must be a multiple of 4 between 4 and crop.img_size ({size}), got {self.select_prescore_size}")
+        at_least(self, 0, "warm_up")
+        require(len(self.iterations) > 0, "iterations", "must list at least one stage, got []")
         stages = len(self.iterations)
-        if len(self.z_lrs) != stages or len(self.camera_lrs) != stages:
-            raise ConfigError(f"inversion.iterations, inversion.z_lrs and inversion.camera_lrs need one entry per "
-                              f"stage (got {stages}, {len(self.z_lrs)}, {len(self.camera_lrs)})")
-        _positive_finite("inversion.z_lrs", self.z_lrs)
-        _positive_finite("inversion.camera_lrs", self.camera_lrs)
-        for i, beta in enumerate(self.betas):
-            if not 0 <= beta < 1:
-                raise ConfigError(f"inversion.betas[{i}] must be in [0, 1), got {beta!r}")
-        self.loss.validate()
-        self.camera_init.validate()
+        for name in ("z_lrs", "camera_lrs"):
+            count = len(getattr(self, name))
+            require(count == stages, name, f"must have one entry per stage of iterations ({stages}), got {count}")
+        check(self, ("z_lrs", "camera_lrs"), lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+        check(self, ("betas",), lambda v: 0 <= v < 1, "in [0, 1)")
+        _validate_parts(self, "crop", "loss", "camera_init")
+
+    @property
+    def render_settings(self) -> RenderSettings:
+        """The objective renders at the working resolution."""
+        return RenderSettings(self.crop.img_size)
+
+    @property
+    def prescore_size(self) -> int:
+        """The resolution of the shortlist's cheap pass."""
+        return self.select_prescore_size or max(4, self.crop.img_size // 8 * 4)
 
     @property
     def algorithm(self) -> "InversionAlgorithm":
@@ -175,7 +254,7 @@ class InversionJob:
     """Which images are inverted, from where, into which folder, and what is written besides the
     results (scripts/invert.py). None of it changes an image's result."""
 
-    checkpoint: str = "pretrained/synthetic_prior_ours.pt"
+    checkpoint: str = SHIPPED_PRIOR
     data: str = "datasets/synthetic/test"
     # A folder of raw photos (directly inside, or in images/): masks are segmented automatically
     # (the `segment` section) where none is given, and cached in OUT/masks. Overrides `data`.
@@ -196,16 +275,12 @@ class InversionJob:
         return self.images or self.data
 
     def validate(self) -> None:
-        """Raise ConfigError naming the first key (inversion.*) that no run could use."""
-        if self.limit is not None and self.limit < 0:
-            raise ConfigError(f"inversion.limit must be >= 0 or null, got {self.limit}")
-        _at_least(1, "inversion.batch_size", self.batch_size)
-        for key in ("checkpoint", "out_dir"):
-            if not getattr(self, key):
-                raise ConfigError(f"inversion.{key} must not be empty")
-        if not (self.images or self.data):
-            raise ConfigError("inversion.data (or inversion.images) must not be empty")
-        self.export.validate()
+        """Raise SettingError naming the first key that no run could use."""
+        check(self, ("limit",), lambda v: v >= 0, ">= 0 or null")
+        at_least(self, 1, "batch_size")
+        non_empty(self, "checkpoint", "out_dir")
+        require(bool(self.images or self.data), "data", "must not be empty when images is not set")
+        _validate_parts(self, "export")
 
     @property
     def job(self) -> "InversionJob":

@@ -4,7 +4,7 @@ Every term is per image, (B,), so that a batch of images (or of z candidates for
 batch of independent problems: the sum over the batch has, for each image's parameters, exactly the
 gradient of that image's own loss.
 
-Terms (SPEC section 7; `InversionLossConfig` holds the weights):
+Terms (docs/method.md section 7; `InversionLossConfig` holds the weights):
     mask        Chamfer distance between all projected vertices and the target mask's pixel centres
     pixel       pixel-level Chamfer texture loss, rendering -> target
     feature     VGG-19 relu3_1 feature-level Chamfer texture loss, both directions
@@ -22,16 +22,45 @@ import torch
 
 from ..geometry.camera import WeakPerspectiveCamera
 from ..geometry.template import MeshTemplate
+from ..losses.chamfer import default_chunk_size
 from ..losses import (
     PointSet, VGGFeatures, chamfer_mask_loss, feature_chamfer_texture_loss, image_point_set, latent_nll,
     pixel_chamfer_texture_loss, smoothness_loss,
 )
-from ..render.renderer import MeshRenderer, RenderOutput
+from ..render.renderer import RenderOutput
+from ..render.settings import Renderer
+from ..utils.errors import error_reason
+from ..utils.weights import MissingWeightsError
 from .config import InversionLossConfig
 
 log = logging.getLogger(__name__)
 
 TERMS = ("mask", "pixel", "feature", "smoothness", "nll")
+# The terms of the paper's inversion loss (docs/method.md section 7); smoothness is off in it.
+PAPER_TERMS = ("mask", "pixel", "feature", "nll")
+
+
+def left_out_terms(cfg: InversionLossConfig) -> dict[str, str]:
+    """{term: why} for the terms of the paper's loss that `cfg` turns off (weight 0)."""
+    return {term: f"weight 0 in the config (inversion.loss.{term}_weight)"
+            for term in PAPER_TERMS if getattr(cfg, f"{term}_weight") <= 0}
+
+
+def load_feature_vgg(cfg: InversionLossConfig) -> tuple[Optional[VGGFeatures], Optional[str]]:
+    """(the VGG-19 of the feature term, None): its weights found or fetched, or random ones under
+    `on_missing_vgg: random`; or (None, why the term is left out) when they are unavailable under
+    `on_missing_vgg: skip` (logged loudly). Raises MissingWeightsError under `error`, the default."""
+    try:
+        vgg = VGGFeatures(cfg.vgg_weights, allow_random_weights=cfg.on_missing_vgg == "random",
+                          pool_threshold=cfg.subpool_threshold)
+        return vgg, None
+    except MissingWeightsError as err:
+        if cfg.on_missing_vgg != "skip":
+            raise MissingWeightsError(f"{err}\n(inversion.loss.on_missing_vgg: skip leaves the term out instead; "
+                                      "inversion.loss.feature_weight: 0 turns it off)") from None
+        why = f"VGG-19 weights unavailable (inversion.loss.on_missing_vgg: skip): {error_reason(err)}"
+    log.warning("!!! the feature-level Chamfer texture term of the paper's loss is LEFT OUT: %s !!!", why)
+    return None, why
 
 
 def select_points(points: PointSet, index: torch.Tensor) -> PointSet:
@@ -100,7 +129,7 @@ class InversionObjective:
         seed: seeds the random subsampling when cfg.subsample_points is set.
     """
 
-    def __init__(self, template: MeshTemplate, renderer: MeshRenderer, cfg: InversionLossConfig,
+    def __init__(self, template: MeshTemplate, renderer: Renderer, cfg: InversionLossConfig,
                  vgg: Optional[VGGFeatures] = None, recompute_target_features: bool = False, seed: int = 0):
         if cfg.feature_weight > 0 and vgg is None:
             raise ValueError("the feature-level Chamfer texture loss is on (feature_weight > 0) but no VGG was given")
@@ -112,9 +141,14 @@ class InversionObjective:
         self.subsample_generator = torch.Generator().manual_seed(seed)
 
     @property
+    def chunk_size(self) -> int:
+        """Pairs per tile of the Chamfer searches: the config's, else the template's device's default."""
+        return self.cfg.chunk_size or default_chunk_size(self.template.faces.device)
+
+    @property
     def chamfer_options(self) -> dict:
         c = self.cfg
-        return dict(xy_threshold=c.xy_threshold, k=c.xy_k, alpha=c.xy_alpha, rgb_eps=c.rgb_eps, chunk_size=c.chunk_size)
+        return dict(xy_threshold=c.xy_threshold, k=c.xy_k, alpha=c.xy_alpha, rgb_eps=c.rgb_eps, chunk_size=self.chunk_size)
 
     def _target_features(self, images: torch.Tensor, masks: torch.Tensor) -> Optional[PointSet]:
         if self.cfg.feature_weight <= 0:
@@ -148,7 +182,7 @@ class InversionObjective:
         if c.mask_weight > 0:
             target = targets.pixels
             terms["mask"] = c.mask_weight * chamfer_mask_loss(
-                ndc[..., :2], target.positions, target_valid=target.valid, chunk_size=c.chunk_size)
+                ndc[..., :2], target.positions, target_valid=target.valid, chunk_size=self.chunk_size)
         if c.pixel_weight > 0:
             pred = self._maybe_subsample(image_point_set(render.image, render.mask))
             target = self._maybe_subsample(targets.pixels)

@@ -24,6 +24,7 @@ from typing import Optional
 
 import torch
 
+from ..models.checkpoints import read_checkpoint
 from ..utils.config import RUN_CONFIG_FILE, saved_run_config  # noqa: F401 (re-exported)
 from ..utils.io import save_torch
 
@@ -49,7 +50,14 @@ class InversionRecord:
     init_loss     total loss of the chosen initial z
     seconds       wall time spent on this image (its share of its batch)
     source        path of the original image
-    camera_source where camera_init came from: predictor, predictions, dataset or dataset+noise
+    camera_source where camera_init came from: predictor, predictions, dataset or dataset+noise, or the
+                  camera search's verdict ("search", "predictor+search: kept the start", ...;
+                  meshinv/inversion/camera_search.py)
+    camera_init_score  the camera search's joint score of camera_init (its full loss with the best
+                  of the scored z candidates); NaN without a search
+    crop          the crop the input was cut with (CropConfig as a dict, meshinv.utils.config.to_dict),
+                  so that evaluation cuts ground truth the same way; None in results written
+                  before it was recorded (evaluation then reads the run's config.yaml)
     """
 
     image_id: str
@@ -67,6 +75,8 @@ class InversionRecord:
     seconds: float = float("nan")
     source: str = ""
     camera_source: str = ""
+    camera_init_score: float = float("nan")
+    crop: Optional[dict] = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -79,13 +89,14 @@ class InversionRecord:
 
 
 def load_record(path: str | os.PathLike) -> InversionRecord:
-    """Read an InversionRecord (a result.pt file, or the folder holding one)."""
+    """Read an InversionRecord (a result.pt file, or the folder holding one). A missing file is a
+    FileNotFoundError; a damaged one, or one that holds no record, a ValueError naming it."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no inversion result at {path}")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = read_checkpoint(path)
     if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
         raise ValueError(f"{path} is not a {RESULT_FORMAT} file")
     if data.get("format_version") != RESULT_VERSION:

@@ -8,16 +8,21 @@ re-run. When a batch fails, its images are retried one by one, so one bad image 
 batch-mates. A failure that belongs to no one image (an interrupt, a write into OUT that fails)
 stops the job, after writing the summary. summary.json accounts for every result in OUT and every
 recorded failure, not only this run's images.
+
+Under torchrun the processes share the images out (run_job, InversionRun._run): each writes its own
+result folders and summary part (OUT/summary.rank<k>.json), merged into summary.json at the end, or
+by the next run when the job was killed.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
@@ -28,19 +33,29 @@ from tqdm import tqdm
 from ..data.datasets import dataset_root, open_dataset
 from ..data.folder import FolderDataset
 from ..data.sample import DataError, Sample
-from ..data.segment import MASKRCNN_WEIGHTS, SegmentConfig
-from ..geometry.template import MeshTemplate
-from ..losses.vgg import VGG19_WEIGHTS_FILE
-from ..render.renderer import MeshRenderer
+from ..data.segment import MASKRCNN_WEIGHTS, SegmentConfig, segment_missing
+from ..geometry.template import MeshTemplate, build_template
+from ..losses.vgg import VGGFeatures
+from ..models import CheckpointError, load_generator
+from ..models.camera import load_camera_predictor
+from ..render.settings import make_renderer
 from ..render.views import render_turntable
+from ..utils.config import ConfigError, save_config, to_dict
+from ..utils.device import resolve_device
+from ..utils.distributed import (
+    SINGLE_PROCESS, DistributedContext, gather_on_main, init_distributed, launched_local_rank, local_device,
+    run_on_main, shutdown,
+)
+from ..utils.errors import error_reason
 from ..utils.images import to_numpy_image
 from ..utils.io import atomic_write, save_image, save_json
-from ..utils.weights import MissingWeightsError, find_weights, resolve_weights
-from .camera_init import CameraInitializer, resolve_predictions_path
-from .config import ExportConfig, InversionConfig, InversionJob
+from ..utils.weights import MissingWeightsError, resolve_weights
+from .camera_init import CameraInitializer, NoStartCamera, resolve_predictions_path
+from .config import ExportConfig, InversionConfig, InversionJob, validate_inversion
 from .engine import BatchResult, Inverter, camera_problem
-from .output import MASK_CACHE, SUMMARY_FILE, TENSORBOARD, OutputFolder
-from .results import RESULT_FILE, InversionRecord, load_record
+from .objective import load_feature_vgg
+from .output import MASK_CACHE, SUMMARY_FILE, TENSORBOARD, OutputFolder, OutputFolderError, rank_file
+from .results import RESULT_FILE, RUN_CONFIG_FILE, InversionRecord, load_record
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +73,10 @@ CameraPredictor = Callable[[torch.Tensor], torch.Tensor]
 @dataclass
 class PreparedSample:
     sample: Sample
-    camera: torch.Tensor
+    camera: Optional[torch.Tensor]        # None until the predictor or the search gives one
     camera_source: str
+    camera_score: float = math.nan        # the camera search's joint score
+    camera_seconds: float = 0.0           # its share of the time spent finding batch cameras
 
 
 def save_gif(path: str | os.PathLike, frames: torch.Tensor, ms_per_frame: int) -> None:
@@ -83,7 +100,7 @@ class ResultWriter:
     def __init__(self, template: MeshTemplate, export: ExportConfig):
         self.template = template
         self.export = export
-        self.turntable_renderer = MeshRenderer(export.turntable_size)
+        self.turntable_renderer = make_renderer(export.turntable_render_settings)
 
     def write(self, folder: Path, record: InversionRecord, prepared: PreparedSample, render: torch.Tensor,
               render_mask: torch.Tensor) -> None:
@@ -117,6 +134,8 @@ class JobInputs:
     predictions: Optional[Path]          # inversion.camera_init.predictions, resolved
     without_masks: list[str]             # ids of photos that need automatic masks
     can_segment: bool                    # whether the segmenter's weights are there
+    vgg: Optional[VGGFeatures] = None    # the feature term's network, loaded (weights fetched) up front
+    left_out: dict[str, str] = field(default_factory=dict)  # terms left out for lack of weights, with why
 
 
 def open_job_dataset(inv: InversionJob, crop, out: OutputFolder) -> ImageDataset:
@@ -137,9 +156,11 @@ def _segmenter_weights(segment: SegmentConfig) -> Optional[str]:
 
 def check_job_inputs(inv: InversionConfig, segment: SegmentConfig, out: OutputFolder) -> JobInputs:
     """Everything the job needs, checked before any expensive work: the dataset, the generator
-    checkpoint, VGG-19 weights (when the feature loss is on), the camera predictor or predictions
-    file, and the segmenter's weights when photos lack masks. Raises MissingInputsError listing
-    every missing piece. Photos without masks when the segmenter is missing are not an error while
+    checkpoint, VGG-19 weights (when the feature loss is on: fetched now if they can be, so that a
+    first run downloads them before any work; under `loss.on_missing_vgg: skip` unavailable weights
+    leave the term out instead, recorded in `left_out`), the camera predictor or predictions file,
+    and the segmenter's weights when photos lack masks. Raises MissingInputsError listing every
+    missing piece. Photos without masks when the segmenter is missing are not an error while
     other photos have masks: those go through, the others are reported per photo."""
     missing: list[str] = []
 
@@ -152,10 +173,11 @@ def check_job_inputs(inv: InversionConfig, segment: SegmentConfig, out: OutputFo
 
     dataset = look(open_job_dataset, inv, inv.crop, out)
     checkpoint = look(resolve_weights, inv.checkpoint, "generator checkpoint (inversion.checkpoint)")
-    loss = inv.loss
-    if loss.feature_weight > 0 and not loss.allow_random_vgg:
-        look(find_weights, loss.vgg_weights or VGG19_WEIGHTS_FILE,
-             "VGG-19 weights for the feature loss (inversion.loss.feature_weight > 0; 0 turns the loss off)")
+    vgg, left_out = None, {}
+    if inv.loss.feature_weight > 0:
+        vgg, why = look(load_feature_vgg, inv.loss) or (None, None)
+        if why is not None:
+            left_out["feature"] = why
     if inv.camera_init.predictor:
         look(resolve_weights, inv.camera_init.predictor, "camera predictor (inversion.camera_init.predictor)")
     predictions = None
@@ -184,14 +206,7 @@ def check_job_inputs(inv: InversionConfig, segment: SegmentConfig, out: OutputFo
                                 len(dataset.image_paths), err)
     if missing:
         raise MissingInputsError("this run cannot start; missing:\n- " + "\n- ".join(missing))
-    return JobInputs(dataset, checkpoint, predictions, without_masks, can_segment)
-
-
-def _reason(err: BaseException) -> str:
-    # Our errors name the input; for anything else the exception's type says what kind of failure.
-    if isinstance(err, DataError):
-        return str(err)
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return JobInputs(dataset, checkpoint, predictions, without_masks, can_segment, vgg, left_out)
 
 
 class InversionRun:
@@ -203,10 +218,13 @@ class InversionRun:
         job: which images (limit, image_ids), batch size, exports, out_dir, checkpoint (recorded).
         camera_predictor: optional, used for every image when given (before the other sources).
         output: the OutputFolder of job.out_dir when the caller holds its lock already.
+        context: this process's place in a torchrun job: it inverts every world_size-th image still
+            to do, starting at its rank (see `_run`).
     """
 
     def __init__(self, inverter: Inverter, dataset: ImageDataset, job: InversionJob,
-                 camera_predictor: Optional[CameraPredictor] = None, output: Optional[OutputFolder] = None):
+                 camera_predictor: Optional[CameraPredictor] = None, output: Optional[OutputFolder] = None,
+                 context: DistributedContext = SINGLE_PROCESS):
         self.inverter = inverter
         self.job = job.job
         self.image_size = inverter.cfg.crop.img_size
@@ -214,10 +232,15 @@ class InversionRun:
         self.output = output or OutputFolder(job.out_dir)
         self.camera_predictor = camera_predictor
         self.camera_init = CameraInitializer(inverter.cfg.camera_init, inverter.cfg.seed)
+        self.searches = inverter.cfg.camera_init.search.enabled
         self.writer = ResultWriter(inverter.template, self.job.export)
         self.entries: dict[str, dict] = {}
         self.tensorboard = None
         self.data_name = str(getattr(dataset, "root", self.job.data_root))
+        self.context = context
+        # Under torchrun each rank accounts for its own images in a part of the summary while it runs.
+        self.account_path = self.output.path / (rank_file(SUMMARY_FILE, context.rank) if context.enabled
+                                                else SUMMARY_FILE)
 
     # -- which images --------------------------------------------------------------------------------
     def selected_indices(self) -> list[int]:
@@ -246,14 +269,19 @@ class InversionRun:
             if sample.mask.sum() == 0:
                 raise DataError(f"{sample.source}: the mask is empty after cropping")
             if self.camera_predictor is not None:
-                return PreparedSample(sample, torch.zeros(7), "predictor")  # filled per batch
-            camera, source = self.camera_init(sample)
+                return PreparedSample(sample, None, "predictor")  # filled per batch
+            try:
+                camera, source = self.camera_init(sample)
+            except NoStartCamera:
+                if not self.searches:
+                    raise
+                return PreparedSample(sample, None, "")  # the search alone
             problem = camera_problem(camera)
             if problem is not None:
                 raise DataError(f"{sample.source}: no usable starting camera ({source}): {problem}")
             return PreparedSample(sample, camera, source)
         except Exception as err:  # noqa: BLE001 -- whatever goes wrong with one image is recorded against it
-            self._fail(image_id, _reason(err))
+            self._fail(image_id, error_reason(err))
             return None
 
     # -- the job -------------------------------------------------------------------------------------
@@ -262,7 +290,9 @@ class InversionRun:
         images = torch.stack([p.sample.image for p in batch]).to(self.inverter.device)
         masks = torch.stack([p.sample.mask for p in batch]).to(self.inverter.device)
         with torch.no_grad():
-            predicted = self.camera_predictor(images, masks).cpu()
+            predict = (self.camera_predictor.mirror_averaged if self.inverter.cfg.camera_init.mirror_average
+                       else self.camera_predictor)
+            predicted = predict(images, masks).cpu()
         usable = []
         for p, camera in zip(batch, predicted):
             problem = camera_problem(camera)
@@ -272,6 +302,42 @@ class InversionRun:
             else:
                 self._fail(p.sample.image_id, f"the camera predictor gave an unusable camera: {problem}")
         return usable
+
+    def _search_cameras(self, batch: list[PreparedSample]) -> list[PreparedSample]:
+        """The batch with searched cameras (each start camera competing); unusable ones fail."""
+        starts = torch.stack([p.camera.float() if p.camera is not None else torch.full((7,), math.nan)
+                              for p in batch])
+        found = self.inverter.search_cameras(
+            torch.stack([p.sample.image for p in batch]), torch.stack([p.sample.mask for p in batch]),
+            torch.tensor([p.sample.class_id for p in batch]), [p.sample.image_id for p in batch],
+            starts, [p.camera_source for p in batch])
+        usable = []
+        for i, p in enumerate(batch):
+            problem = camera_problem(found.cameras[i])
+            if problem is not None:
+                self._fail(p.sample.image_id, f"the camera search gave an unusable camera: {problem}")
+                continue
+            p.camera, p.camera_source, p.camera_score = found.cameras[i].float(), found.sources[i], float(found.scores[i])
+            usable.append(p)
+        return usable
+
+    def _with_cameras(self, batch: list[PreparedSample], find, what: str) -> Optional[list[PreparedSample]]:
+        """find(batch) -> the batch with cameras; a batch that fails is retried image by image (None
+        returned: done here), a single image's failure recorded."""
+        start = time.perf_counter()
+        try:
+            found = find(batch)
+            for prepared in found:
+                prepared.camera_seconds += (time.perf_counter() - start) / len(batch)
+            return found
+        except Exception as err:  # noqa: BLE001 -- retried one by one below
+            if len(batch) > 1:
+                log.warning("%s failed for a batch (%s); retrying its images one by one", what, err)
+                for prepared in batch:
+                    self._invert_and_save([prepared])
+            else:
+                self._fail(batch[0].sample.image_id, f"{what} failed: {error_reason(err)}")
+            return None
 
     def _invert_batch(self, batch: list[PreparedSample]) -> BatchResult:
         images = torch.stack([p.sample.image for p in batch])
@@ -302,8 +368,10 @@ class InversionRun:
                 image_id=sample.image_id, z=result.z[i], camera=result.camera[i], camera_init=result.camera_init[i],
                 class_id=int(result.class_ids[i]), texture=result.texture[i], mesh_map=result.mesh_map[i],
                 vertices=result.vertices[i], image_size=self.image_size, iou=float(result.iou[i]),
-                losses=result.losses[i], init_loss=float(result.init_loss[i]), seconds=seconds, source=sample.source,
-                camera_source=prepared.camera_source,
+                losses=result.losses[i], init_loss=float(result.init_loss[i]),
+                seconds=seconds + prepared.camera_seconds, source=sample.source,
+                camera_source=prepared.camera_source, camera_init_score=prepared.camera_score,
+                crop=to_dict(self.inverter.cfg.crop),
             )
             try:
                 self.writer.write(self.output.result_folder(sample.image_id), record, prepared, result.render[i],
@@ -311,31 +379,24 @@ class InversionRun:
             except OSError:
                 raise
             except Exception as err:  # noqa: BLE001 -- one image's outputs could not be made
-                self._fail(sample.image_id, f"writing the results failed: {_reason(err)}")
+                self._fail(sample.image_id, f"writing the results failed: {error_reason(err)}")
                 continue
             self.entries[sample.image_id] = self._entry(record)
 
     def _invert_and_save(self, batch: list[PreparedSample]) -> None:
-        if self.camera_predictor is not None:
-            try:
-                batch = self._predict_cameras(batch)
-            except Exception as err:  # noqa: BLE001 -- retried one by one below
-                if len(batch) > 1:
-                    log.warning("camera prediction failed for a batch (%s); retrying its images one by one", err)
-                    for prepared in batch:
-                        self._invert_and_save([prepared])
-                else:
-                    self._fail(batch[0].sample.image_id, f"camera prediction failed: {_reason(err)}")
-                return
+        if self.camera_predictor is not None and any(p.camera is None for p in batch):
+            batch = self._with_cameras(batch, self._predict_cameras, "camera prediction")
+        if batch and self.searches and any(math.isnan(p.camera_score) for p in batch):
+            batch = self._with_cameras(batch, self._search_cameras, "camera search")
         if not batch:
             return
         try:
             result = self._invert_batch(batch)
         except Exception as err:  # noqa: BLE001 -- recorded against the image, or narrowed down below
             if len(batch) == 1:
-                self._fail(batch[0].sample.image_id, f"inversion failed: {_reason(err)}")
+                self._fail(batch[0].sample.image_id, f"inversion failed: {error_reason(err)}")
                 return
-            log.warning("a batch failed (%s); retrying its images one by one", _reason(err))
+            log.warning("a batch failed (%s); retrying its images one by one", error_reason(err))
             for prepared in batch:
                 self._invert_and_save([prepared])
             return
@@ -346,18 +407,23 @@ class InversionRun:
         entry = {"status": "done", "iou": record.iou, "loss": record.losses.get("total"), "seconds": record.seconds}
         if record.camera_source:
             entry["camera_init"] = record.camera_source
+        if math.isfinite(record.camera_init_score):
+            entry["camera_init_score"] = record.camera_init_score
         return entry
 
     def _previous_entries(self, selected: set[str]) -> dict[str, dict]:
         """Every image already accounted for in OUT: the previous summary's failures, and an entry per
         finished result (read from the previous summary, or from the result itself when it is
-        selected now or the summary lacks it). A damaged result that is not selected is a failure."""
-        path = self.output.path / SUMMARY_FILE
-        try:
-            previous = json.loads(path.read_text()).get("images", {}) if path.is_file() else {}
-        except (OSError, ValueError, AttributeError) as err:
-            log.warning("%s is unreadable (%s); it is rebuilt from the results in the folder", path, err)
-            previous = {}
+        selected now or the summary lacks it). A damaged result that is not selected is a failure.
+        The summary parts of a sharded run (every rank's, or those a killed one left) are newer than
+        summary.json, and count over it."""
+        previous = {}
+        for path in [self.output.path / SUMMARY_FILE, *self.output.part_files(SUMMARY_FILE)]:
+            try:
+                images = json.loads(path.read_text()).get("images", {}) if path.is_file() else {}
+                previous.update(images)
+            except (OSError, ValueError, AttributeError, TypeError) as err:
+                log.warning("%s is unreadable (%s); it is rebuilt from the results in the folder", path, err)
         finished = self.output.finished_ids()
         entries = {k: v for k, v in previous.items() if isinstance(v, dict) and v.get("status") == "failed"
                    and k not in finished}
@@ -369,11 +435,13 @@ class InversionRun:
             try:
                 entries[image_id] = self._entry(load_record(self.output.path / image_id))
             except Exception as err:  # noqa: BLE001 -- damaged: redone when selected
-                entries[image_id] = {"status": "failed", "reason": f"damaged result ({_reason(err)})",
+                entries[image_id] = {"status": "failed", "reason": f"damaged result ({error_reason(err)})",
                                      "damaged": True}
         return entries
 
-    def write_summary(self) -> dict:
+    def write_summary(self, path: Optional[Path] = None) -> dict:
+        """The account of self.entries, written to `path` (default: summary.json, or this rank's part
+        of it under torchrun)."""
         done = {k: v for k, v in self.entries.items() if v["status"] == "done"}
         failed = {k: v for k, v in self.entries.items() if v["status"] == "failed"}
         ious = [v["iou"] for v in done.values()]
@@ -385,9 +453,18 @@ class InversionRun:
             "done": len(done), "failed": len(failed),
             "mean_iou": float(np.mean(ious)) if ious else None,
             "seconds_per_image": float(np.mean(seconds)) if seconds else None,
+            # what this loss differs from the paper's by: {term: why}
+            "left_out": self.inverter.left_out, "random_weights": self.inverter.random_weights,
             "images": dict(sorted(self.entries.items())),
         }
-        save_json(self.output.path / SUMMARY_FILE, summary)
+        save_json(path or self.account_path, summary)
+        return summary
+
+    def _fold_parts(self) -> dict:
+        """summary.json from self.entries, which hold the summary parts' accounts; then the parts go."""
+        summary = self.write_summary(self.output.path / SUMMARY_FILE)
+        for part in self.output.part_files(SUMMARY_FILE):
+            part.unlink(missing_ok=True)
         return summary
 
     def run(self, progress: bool = True) -> dict:
@@ -395,11 +472,14 @@ class InversionRun:
         Holds the output folder's lock throughout (takes it unless the caller holds it)."""
         if self.output.is_locked:
             return self._run(progress)
-        with self.output.locked():
-            self.output.remove_stale_temp_files()
+        with self.output.locked(self.context):
+            run_on_main(self.context, self.output.remove_stale_temp_files)
             return self._run(progress)
 
-    def _run(self, progress: bool) -> dict:
+    def _take_account(self) -> list[int]:
+        """(rank 0 alone under torchrun) self.entries from OUT, and the indices of the selected images
+        still to invert. The summary parts a killed sharded run left are folded into summary.json
+        now, before this run's ranks write theirs."""
         indices = self.selected_indices()
         ids = self.dataset.image_ids()
         self.entries = self._previous_entries({ids[i] for i in indices})
@@ -410,18 +490,39 @@ class InversionRun:
                 log.warning("%s: unreadable result (%s); inverting it again", ids[i], self.entries[ids[i]]["reason"])
         log.info("%d images selected: %d already done, %d to invert", len(indices), len(indices) - len(pending),
                  len(pending))
+        for term, why in {**self.inverter.left_out, **self.inverter.random_weights}.items():
+            log.warning("loss term %r is not the paper's in this run: %s", term, why)
+        if self.context.enabled or self.output.part_files(SUMMARY_FILE):
+            self._fold_parts()
+        return pending
+
+    def _run(self, progress: bool) -> dict:
+        """Rank k of n (under torchrun) inverts pending[k::n], where pending is the list of images to
+        do that rank 0 took from OUT before any rank started; each rank writes its own result
+        folders and its summary part, and once all have finished, rank 0 merges the parts into
+        summary.json (which every rank returns). A single process is rank 0 of 1."""
+        ids = self.dataset.image_ids()
+        pending = run_on_main(self.context, self._take_account)
+        rank, world_size = self.context.rank, self.context.world_size
+        shard = pending[rank::world_size]
+        description = "invert"
+        if self.context.enabled:
+            self.entries = {}  # this rank's part: its own images only
+            log.info("this process's shard: %d of the %d images to invert", len(shard), len(pending))
+            description = f"invert [rank {rank}/{world_size}]"
         if self.job.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self.tensorboard = SummaryWriter(str(self.output.path / TENSORBOARD))
-        bar = tqdm(total=len(pending), desc="invert", unit="img", disable=not progress)
+        bar = tqdm(total=len(shard), desc=description, unit="img", disable=not progress,
+                   position=launched_local_rank() if self.context.enabled else None)
         started = time.perf_counter()
         done_now = 0
         position = 0
         try:
-            while position < len(pending):
+            while position < len(shard):
                 batch: list[PreparedSample] = []
-                while position < len(pending) and len(batch) < self.job.batch_size:
-                    index = pending[position]
+                while position < len(shard) and len(batch) < self.job.batch_size:
+                    index = shard[position]
                     position += 1
                     prepared = self._prepare(index, ids[index])
                     if prepared is None:
@@ -443,13 +544,103 @@ class InversionRun:
             try:
                 self.write_summary()
             except Exception as err:  # noqa: BLE001 -- the original error matters more
-                log.error("could not write %s: %s", self.output.path / SUMMARY_FILE, err)
+                log.error("could not write %s: %s", self.account_path, err)
             raise
         finally:
             bar.close()
             if self.tensorboard is not None:
                 self.tensorboard.close()
         summary = self.write_summary()
-        log.info("inversion: %d done, %d failed, mean IoU %s -> %s", summary["done"], summary["failed"],
-                 f"{summary['mean_iou']:.4f}" if summary["mean_iou"] is not None else "n/a", self.output.path)
+        if self.context.enabled:  # the parts travel as messages too: on several machines rank 0 may not see them yet
+            parts = gather_on_main(self.context, self.entries)
+            summary = run_on_main(self.context, lambda: self._merge_parts(parts))
+        if self.context.is_main:
+            log.info("inversion: %d done, %d failed, mean IoU %s -> %s", summary["done"], summary["failed"],
+                     f"{summary['mean_iou']:.4f}" if summary["mean_iou"] is not None else "n/a", self.output.path)
         return summary
+
+    def _merge_parts(self, parts: list[dict[str, dict]]) -> dict:
+        """(rank 0, once every rank has finished its shard) summary.json from the account taken at
+        the start (every image selected then was checked) and every rank's part (its entries)."""
+        self.entries = self._previous_entries(set())
+        for entries in parts:
+            self.entries.update(entries)
+        return self._fold_parts()
+
+
+# The errors run_job reports as one line (the run refused or stopped before inverting anything).
+JOB_ERRORS = (ConfigError, OutputFolderError, MissingInputsError, DataError, CheckpointError)
+
+
+# Under torchrun the ranks wait for one another twice (when rank 0 has readied OUT, and when all
+# have finished their shards before rank 0 merges the summary): the second wait lasts as long as
+# the shards' difference, which on a long job can be far more than torch's default 30 minutes.
+SHARD_WAIT = datetime.timedelta(days=7)
+
+
+def _load_job_inputs(cfg, output: OutputFolder, device: torch.device) -> tuple[JobInputs, torch.nn.Module]:
+    """The job's inputs, checked (check_job_inputs), and the generator, checked against the template."""
+    inv = cfg.inversion
+    inputs = check_job_inputs(inv, cfg.segment, output)
+    if inputs.predictions is not None:  # recorded where it was found, wherever the next run starts
+        inv.camera_init.predictions = str(inputs.predictions.resolve())
+    # Before anything is recorded or segmented: a prior made for another template is refused.
+    generator = load_generator(inputs.checkpoint, device, template=cfg.template, model=cfg.model)
+    return inputs, generator
+
+
+def run_job(cfg, on_locked: Optional[Callable[[Path], None]] = None) -> dict:
+    """Everything scripts/invert.py does for an experiment config (meshinv.config.ExperimentConfig),
+    in the order that keeps OUT consistent: validate the settings, refuse a dataset folder as OUT,
+    lock OUT (`on_locked(OUT)` then runs, e.g. to log into OUT/log.txt), clean stale temp files,
+    check every input at once, load and check the generator, record the settings (refusing a
+    resume with other ones), segment the photos that lack a mask, and invert. Returns the summary;
+    raises one of JOB_ERRORS when it cannot start.
+
+    Under torchrun (WORLD_SIZE > 1) the processes form a gloo group (it only passes small messages
+    and waits, on CPU or GPU). Rank 0 alone readies OUT (everything above up to the segmentation,
+    under its lock); then every rank loads the inputs (on cuda:LOCAL_RANK for a CUDA device) and
+    inverts its shard of the images (InversionRun._run). Whatever stops rank 0 from starting stops
+    every rank, with the same error."""
+    inv = cfg.inversion
+    validate_inversion(inv)
+    device = resolve_device(cfg.device)
+    started_group = not torch.distributed.is_initialized()
+    context = init_distributed(device, backend="gloo", timeout=SHARD_WAIT)
+    try:
+        device = local_device(device)
+        output = OutputFolder(inv.out_dir)
+        run_on_main(context, lambda: output.refuse_dataset(inv.data_root))
+        with output.locked(context):
+            if on_locked is not None:
+                on_locked(output.path)
+            inputs = generator = None
+
+            def ready_folder() -> dict:
+                nonlocal inputs, generator
+                output.remove_stale_temp_files()
+                inputs, generator = _load_job_inputs(cfg, output, device)
+                output.check_and_record_settings(to_dict(cfg), inputs.checkpoint, left_out=inputs.left_out)
+                save_config(cfg, output.path / RUN_CONFIG_FILE)
+                if inputs.without_masks:  # without the segmenter's weights, each such photo gets the reason
+                    segment_missing(inputs.dataset, output.path / MASK_CACHE, cfg.segment, device)
+                return {"left_out": inputs.left_out,
+                        "mask_unavailable": dict(getattr(inputs.dataset, "mask_unavailable", {}))}
+
+            on_main = run_on_main(context, ready_folder)
+            if not context.is_main:  # after rank 0 fetched what was missing and made the masks
+                inputs, generator = _load_job_inputs(cfg, output, device)
+                if set(inputs.left_out) != set(on_main["left_out"]):
+                    raise MissingInputsError(
+                        f"process {context.rank} would leave out the loss terms {sorted(inputs.left_out)} and "
+                        f"rank 0 {sorted(on_main['left_out'])} ({inputs.left_out or on_main['left_out']}): every "
+                        "machine of a torchrun job needs the same weight files")
+                if on_main["mask_unavailable"]:  # why rank 0 could not make some photos' masks
+                    inputs.dataset.mask_unavailable.update(on_main["mask_unavailable"])
+            camera_predictor = (load_camera_predictor(inv.camera_init.predictor, device).eval()
+                                if inv.camera_init.predictor else None)
+            inverter = Inverter(generator, build_template(cfg.template), inv, device, inputs.vgg, inputs.left_out)
+            return InversionRun(inverter, inputs.dataset, inv, camera_predictor, output, context).run()
+    finally:
+        if started_group:
+            shutdown(context)

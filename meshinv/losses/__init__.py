@@ -1,4 +1,4 @@
-"""Losses of MeshInversion (SPEC sections 6 and 7); every loss returns one value per image, (B,).
+"""Losses of MeshInversion (docs/method.md sections 6 and 7); every loss returns one value per image, (B,).
 
     chamfer       Chamfer mask loss and the pixel/feature-level Chamfer texture losses, computed
                   by a tiled nearest-neighbour search (no P x Q matrix), on padded point sets

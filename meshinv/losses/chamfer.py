@@ -1,4 +1,4 @@
-"""Chamfer losses of MeshInversion (SPEC section 7), computed without the full distance matrix.
+"""Chamfer losses of MeshInversion (docs/method.md section 7), computed without the full distance matrix.
 
 Every loss here is a nearest-neighbour search between two point sets A (P points) and B (Q points)
 under a cost D(a, b), followed by a mean of the per-point minimum. The original builds the whole
@@ -50,6 +50,15 @@ from ..geometry.camera import pixel_centers
 # CPU 2^18 and 2^20 were fastest, 2^14 4x slower (per-tile overhead), 2^22 1.35x slower (tiles fall
 # out of cache); see bench/RESULTS.md. A GPU may prefer larger tiles.
 DEFAULT_CHUNK_SIZE = 1 << 18
+# On a GPU every tile is a handful of kernel launches: small tiles would make the search a launch
+# loop (at 256 px, hundreds of thousands of tiles per objective call), so tiles there are large
+# (two float32 buffers of 512 MiB).
+CUDA_CHUNK_SIZE = 1 << 27
+
+
+def default_chunk_size(device: torch.device | str) -> int:
+    """Pairs per tile of the nearest-neighbour search that suit `device`."""
+    return CUDA_CHUNK_SIZE if torch.device(device).type == "cuda" else DEFAULT_CHUNK_SIZE
 
 PointsLike = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -158,7 +167,7 @@ def image_point_set(image: torch.Tensor, mask: torch.Tensor, threshold: float = 
 
 @dataclass(frozen=True)
 class SpatialWeighting:
-    """Spatial weight of the Chamfer texture losses (SPEC section 7; the original's defaults).
+    """Spatial weight of the Chamfer texture losses (docs/method.md section 7; the original's defaults).
 
     w(D_s) = relu((eps + k D_s)^alpha - 1) + 1 with eps = 1 - (2 k xy_threshold)^2, so w = 1 for
     pairs closer than 2 sqrt(k) xy_threshold (0.32 in [-1, 1] units, 41 pixels at 256 x 256, by
@@ -229,7 +238,7 @@ def _pair_cost(query: torch.Tensor, reference: torch.Tensor, query_pos: Optional
     value_distance = ((query - reference) ** 2).sum(-1)
     if weighting is None:
         return value_distance
-    # The spatial term selects which points may match; it is not optimised (SPEC section 7).
+    # The spatial term selects which points may match; it is not optimised (docs/method.md section 7).
     xy_distance = ((query_pos.detach() - reference_pos.detach()) ** 2).sum(-1)
     return weighting.cost(xy_distance, value_distance)
 
@@ -894,7 +903,7 @@ def chamfer_mask_loss(pred_xy: PointsLike, target_xy: PointsLike, *, pred_valid:
                       chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
     """Symmetric Chamfer distance between projected vertices and target mask pixels, per image.
 
-    L = mean_a min_b |a - b|^2 + mean_b min_a |a - b|^2 (SPEC section 7, weight 10 in inversion).
+    L = mean_a min_b |a - b|^2 + mean_b min_a |a - b|^2 (docs/method.md section 7, weight 10 in inversion).
 
     Args:
         pred_xy: (B, V, 2) projected vertex positions (all vertices, as the original), or a list.

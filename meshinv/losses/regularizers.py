@@ -1,4 +1,4 @@
-"""Regularisers of the inversion and pretraining objectives (SPEC section 7), one value per image."""
+"""Regularisers of the inversion and pretraining objectives (docs/method.md section 7), one value per image."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
-"""VGG-19 features for the feature-level Chamfer texture loss (SPEC section 7).
+"""VGG-19 features for the feature-level Chamfer texture loss (docs/method.md section 7).
 
 The network is VGG-19's convolutional trunk up to relu3_1 (torchvision's `vgg19().features[:12]`,
 256 channels at 1/4 resolution), with ImageNet weights read from torchvision's own file,
-`vgg19-dcbb9e9d.pth`, found through meshinv.utils.weights (nothing is downloaded). Without that
-file construction fails with MissingWeightsError naming it, unless `allow_random_weights=True`,
+`vgg19-dcbb9e9d.pth`, found or fetched into the torch hub cache by meshinv.utils.weights (as
+torchvision's `vgg19(weights=IMAGENET1K_V1)` does). When it can be neither, construction fails with
+MissingWeightsError naming the file, its URL and where to put it, unless `allow_random_weights=True`,
 which is meant for tests and smoke runs only and logs a warning: random features make the loss
-meaningless.
+meaningless. (The inversion's `loss.on_missing_vgg` decides between the two, or leaves the term out.)
 
 Per image: the image in [-1, 1] is mapped to [0, 1], normalised with the ImageNet mean and std,
 then multiplied by the mask (after the normalisation, as the original), and run through the trunk.
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils.weights import find_weights
+from ..utils.weights import MissingWeightsError, find_weights
 from .chamfer import PointSet, point_set_from_mask
 
 logger = logging.getLogger(__name__)
@@ -65,10 +66,10 @@ class VGGFeatures(nn.Module):
     """Frozen VGG-19 trunk through relu3_1, and the feature point sets of the Chamfer loss.
 
     Args:
-        weights_path: explicit weight file (torchvision's VGG-19 state_dict); default: look up
-            `vgg19-dcbb9e9d.pth` with meshinv.utils.weights.find_weights.
-        allow_random_weights: if the file is missing, keep random (Kaiming) weights instead of
-            raising. For tests and smoke runs only; a warning is logged.
+        weights_path: explicit weight file (torchvision's VGG-19 state_dict); default: look up (or
+            fetch) `vgg19-dcbb9e9d.pth` with meshinv.utils.weights.find_weights.
+        allow_random_weights: if the file is missing and cannot be fetched, keep random (Kaiming)
+            weights instead of raising. For tests and smoke runs only; a warning is logged.
         pool_threshold: a feature cell is kept where the mask's average over the cell >= this.
 
     The parameters never require grad; gradients flow to the input image.
@@ -79,6 +80,7 @@ class VGGFeatures(nn.Module):
         super().__init__()
         self.pool_threshold = pool_threshold
         self.trunk = vgg19_relu3_1()
+        self.missing_reason: Optional[str] = None   # why the weights are random, when they are
         self.pretrained = self._load_weights(weights_path, allow_random_weights)
         for parameter in self.trunk.parameters():
             parameter.requires_grad_(False)
@@ -87,13 +89,14 @@ class VGGFeatures(nn.Module):
     def _load_weights(self, weights_path, allow_random_weights: bool) -> bool:
         try:
             path = find_weights(str(weights_path) if weights_path else VGG19_WEIGHTS_FILE,
-                                "VGG-19 ImageNet weights (feature-level Chamfer texture loss)")
-        except FileNotFoundError:
+                                "VGG-19 weights of the feature-level Chamfer texture loss (ImageNet)")
+        except MissingWeightsError as err:
             if not allow_random_weights:
                 raise
-            logger.warning("!!! VGG-19 weights %s NOT FOUND: using RANDOM weights (allow_random_weights=True). "
+            self.missing_reason = str(err)
+            logger.warning("!!! VGG-19 weights %s UNAVAILABLE (%s): using RANDOM weights (allow_random_weights=True). "
                            "The feature-level Chamfer texture loss is MEANINGLESS with them; use this for tests "
-                           "and smoke runs only. !!!", weights_path or VGG19_WEIGHTS_FILE)
+                           "and smoke runs only. !!!", weights_path or VGG19_WEIGHTS_FILE, err)
             for module in self.trunk.modules():
                 if isinstance(module, nn.Conv2d):  # torchvision's VGG initialisation
                     nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -11,9 +11,18 @@ Our generator format (`save_generator_checkpoint`) is a dict:
     format         "meshinv.generator"
     format_version 1
     model_config   ConvMeshGenerator constructor arguments (plain Python values)
+    template       the template it was trained with (`TemplateConfig.identity()`: rings and segments,
+                   or the OBJ's name and sha256; symmetry). Files written before it was recorded
+                   have it, if at all, in `config.template` (what scripts/pretrain.py stored there).
     generator      state_dict of the trained generator (CPU tensors)
     generator_ema  state_dict of its running average (optional; the one used for inversion)
     ...            any extra entries (epoch, optimizer states), all loadable with weights_only=True.
+
+`load_generator(..., template=, model=)` checks a checkpoint against the experiment it is used in:
+the template it records and the `MODEL_REQUIREMENTS` of its model_config (or, for a released file,
+of the architecture its weights imply) must equal the experiment's `template` and `model` sections;
+a difference is an error that names the file, each key and both values. A checkpoint that records no
+template (the released ones) is accepted with a logged note.
 
 The original codes (MeshInversion `run_pretraining.py`, ConvMesh `run_generation.py`) save a dict
 with `generator` and `generator_running_avg` (the EMA), optimizer and discriminator states, curves
@@ -37,6 +46,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..geometry.template import TemplateConfig
 from ..utils.io import save_torch
 from ..utils.weights import find_weights
 from .generator import TRUNK_CHANNELS, ConvMeshGenerator, TEXTURE_UP_BLOCKS
@@ -48,7 +58,12 @@ CHECKPOINT_VERSION = 1
 # Checked in this order for which="ema"; the last is the raw generator, used when no EMA is saved.
 EMA_KEYS = ("generator_ema", "generator_running_avg")
 RAW_KEY = "generator"
-_RESERVED = {"format", "format_version", "model_config", RAW_KEY, *EMA_KEYS}
+TEMPLATE_KEY = "template"
+_RESERVED = {"format", "format_version", "model_config", TEMPLATE_KEY, RAW_KEY, *EMA_KEYS}
+# What the experiment's `model` section must share with a generator it loads: the generator's inputs
+# (latent size, classes) and outputs (texture and deformation-map sizes, symmetry), which inversion,
+# sampling and the template consume.
+MODEL_REQUIREMENTS = ("latent_dim", "n_classes", "texture_resolution", "mesh_resolution", "symmetric")
 # Variants of the original code that this generator does not implement.
 _UNSUPPORTED_PREFIXES = {"emb_color.": "colour conditioning", "att.": "text conditioning (attention)",
                          "emb.": "encoding conditioning"}
@@ -218,7 +233,8 @@ def check_format(checkpoint: Any, name: str, kind: str, version: int, what: str,
 
 
 def write_checkpoint(path: str | os.PathLike, kind: str, version: int, model_config: Mapping[str, Any],
-                     modules: Mapping[str, nn.Module], extra: Optional[Mapping[str, Any]] = None) -> None:
+                     modules: Mapping[str, nn.Module | Mapping[str, torch.Tensor]],
+                     extra: Optional[Mapping[str, Any]] = None) -> None:
     """Write a self-describing checkpoint atomically: {format: kind, format_version: version,
     model_config, one CPU state_dict per entry of `modules`, **extra}.
 
@@ -231,7 +247,8 @@ def write_checkpoint(path: str | os.PathLike, kind: str, version: int, model_con
         raise ValueError(f"extra entries use reserved checkpoint keys: {clash}")
     checkpoint: dict[str, Any] = {"format": kind, "format_version": version, "model_config": dict(model_config)}
     for key, module in modules.items():
-        checkpoint[key] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        state = module if isinstance(module, Mapping) else module.state_dict()  # a module or its state_dict
+        checkpoint[key] = {k: v.detach().cpu().clone() for k, v in state.items()}
     checkpoint.update(extra)
     save_torch(path, checkpoint)
 
@@ -256,8 +273,59 @@ def _select_state_dict(checkpoint: Mapping[str, Any], which: str) -> tuple[str, 
                           f"{sorted(map(str, checkpoint))[:_MAX_LISTED]}")
 
 
+def recorded_template(checkpoint: Mapping[str, Any]) -> Optional[dict]:
+    """The template identity a generator checkpoint records (see the module docstring), or None."""
+    if isinstance(checkpoint.get(TEMPLATE_KEY), Mapping):
+        return dict(checkpoint[TEMPLATE_KEY])
+    stored = checkpoint.get("config", {}).get("template") if isinstance(checkpoint.get("config"), Mapping) else None
+    if isinstance(stored, Mapping):  # written before the record: the pretraining config's template
+        try:
+            return TemplateConfig(**stored).identity(content=False)
+        except TypeError:
+            return None
+    return None
+
+
+def template_differences(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, recorded, expected) where two template identities differ. OBJ templates are compared by
+    content when both sides know it (the file may have moved), else by name."""
+    keys = set(recorded) | set(expected)
+    if recorded.get("obj_sha256") and expected.get("obj_sha256"):
+        keys.discard("obj_path")
+    else:
+        keys.discard("obj_sha256")
+    return [(key, recorded.get(key), expected.get(key)) for key in sorted(keys)
+            if recorded.get(key) != expected.get(key)]
+
+
+def check_generator_requirements(name: str, checkpoint: Mapping[str, Any], config: Mapping[str, Any],
+                                 template: Optional[TemplateConfig] = None, model: Any = None) -> None:
+    """Raise CheckpointError when the generator checkpoint `name` (its dict, and the constructor
+    arguments `config` it gives) does not fit the experiment's `template` / `model` sections (either
+    may be None: not checked), naming each key and both values."""
+    problems = []
+    if model is not None:
+        problems += [(f"model.{key}", config.get(key), getattr(model, key)) for key in MODEL_REQUIREMENTS
+                     if config.get(key) != getattr(model, key)]
+    if template is not None:
+        recorded = recorded_template(checkpoint)
+        if recorded is None:
+            logger.info("note: %s records no template (a released checkpoint, or one written before meshinv "
+                        "recorded it), so it is not checked against the config's template %s", name,
+                        template.identity(content=False))
+        else:
+            problems += [(f"template.{key}", old, new)
+                         for key, old, new in template_differences(recorded, template.identity())]
+    if problems:
+        listed = "; ".join(f"{key} is {old!r} in the checkpoint but {new!r} in the config"
+                           for key, old, new in problems)
+        raise CheckpointError(f"{name} does not fit this experiment: {listed}. Use the checkpoint trained with "
+                              "this config, or set these keys to the checkpoint's values (--set key=value)")
+
+
 def load_generator(source: str | os.PathLike | Mapping[str, Any], device: torch.device | str = "cpu", *,
-                   which: str = "ema", **overrides: Any) -> ConvMeshGenerator:
+                   which: str = "ema", template: Optional[TemplateConfig] = None, model: Any = None,
+                   **overrides: Any) -> ConvMeshGenerator:
     """Build a ConvMeshGenerator from a checkpoint and load its weights; returned in eval mode.
 
     Args:
@@ -267,11 +335,14 @@ def load_generator(source: str | os.PathLike | Mapping[str, Any], device: torch.
         device: where to put the generator.
         which: "ema" (the running average: `generator_ema` / `generator_running_avg`, falling back
             to `generator` when there is none) or "raw" (`generator`).
+        template, model: the experiment's `template` section and `model` section (a
+            meshinv.training.config.ModelConfig, or anything with its MODEL_REQUIREMENTS attributes)
+            that the checkpoint must fit (`check_generator_requirements`); None: not checked.
         overrides: constructor arguments that win over the ones recorded or inferred (e.g.
             norm="instance" for a statistics-free state_dict); they must still fit the weights.
     Raises:
-        CheckpointError: not a generator checkpoint, an unsupported variant, or keys/shapes that do
-            not match (the message lists them).
+        CheckpointError: not a generator checkpoint, an unsupported variant, keys/shapes that do
+            not match (the message lists them), or a generator made for another template or model.
         MissingWeightsError: a file name that is in none of the pretrained folders.
     """
     if isinstance(source, Mapping):
@@ -291,6 +362,7 @@ def load_generator(source: str | os.PathLike | Mapping[str, Any], device: torch.
     else:
         config = generator_config_from_state_dict(state_dict)
     config.update(overrides)
+    check_generator_requirements(name, checkpoint, config, template, model)
     if "norm" not in config:
         raise CheckpointError(f"{name}: the state_dict has no batch-norm statistics, so its norm cannot be "
                               "inferred: pass norm='instance' or norm='none'")
@@ -306,8 +378,10 @@ def load_generator(source: str | os.PathLike | Mapping[str, Any], device: torch.
 
 def save_generator_checkpoint(path: str | os.PathLike, generator: ConvMeshGenerator,
                               extra: Optional[Mapping[str, Any]] = None, *,
-                              generator_ema: Optional[ConvMeshGenerator] = None) -> None:
-    """Write our self-describing checkpoint atomically (see the module docstring).
+                              generator_ema: Optional[ConvMeshGenerator] = None,
+                              template: Optional[TemplateConfig] = None) -> None:
+    """Write our self-describing checkpoint atomically (see the module docstring); `template` is the
+    config of the template it was trained with (recorded, so that loading can check it).
 
     `extra` entries (epoch, optimizer state dicts, ...) are stored beside the generators; their
     names must not collide with the reserved ones, and they must be loadable with weights_only.
@@ -319,5 +393,7 @@ def save_generator_checkpoint(path: str | os.PathLike, generator: ConvMeshGenera
     if generator_ema is not None and generator_ema.config != generator.config:
         raise ValueError(f"EMA generator config {generator_ema.config} differs from {generator.config}")
     modules = {RAW_KEY: generator, **({EMA_KEYS[0]: generator_ema} if generator_ema is not None else {})}
+    if template is not None:
+        extra[TEMPLATE_KEY] = template.identity()
     write_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, generator.config, modules, extra)
     logger.info("saved generator checkpoint %s", path)

@@ -1,4 +1,4 @@
-"""Discriminators for pretraining the generator (SPEC section 4).
+"""Discriminators for pretraining the generator (docs/method.md section 4).
 
 UV space (ConvMesh), all with spectral norm, LeakyReLU 0.2, circular padding along x (u wraps
 around), 4 positional-encoding channels and projection conditioning on the class:

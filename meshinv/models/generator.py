@@ -1,6 +1,6 @@
 """The ConvMesh generator: a latent code (and a class) -> a UV texture and a UV deformation map.
 
-Architecture, parameter names and shapes follow ../shared/SPEC.md section 3, so that the released
+Architecture, parameter names and shapes follow docs/method.md section 3, so that the released
 MeshInversion / ConvMesh checkpoints load as they are (`checkpoints.load_generator`):
 
     emb = [z, embed(class)]                       (B, 2 * latent)  (just z when unconditional)
@@ -154,7 +154,7 @@ def num_texture_up_blocks(texture_resolution: int, mesh_resolution: int) -> int:
 
 
 class ConvMeshGenerator(nn.Module):
-    """ConvMesh generator (SPEC section 3).
+    """ConvMesh generator (docs/method.md section 3).
 
     forward(z (B, latent_dim), class_id (B,) long or None) ->
         texture (B, 3, T, T) in [-1, 1] (tanh), mesh_map (B, 3, M, M) deformation offsets in each

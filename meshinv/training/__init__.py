@@ -1,8 +1,8 @@
-"""GAN pretraining of the ConvMesh generator (SPEC section 4): configs, the loss object, the loop;
+"""GAN pretraining of the ConvMesh generator (docs/method.md section 4): configs, the loss object, the loop;
 the camera predictor's training (camera.py); what both trainers share (runs.py)."""
 
 from .config import ModelConfig, PretrainConfig
-from .frechet import PCAFrechet, frechet_distance
+from ..utils.frechet import PCAFrechet, frechet_distance
 from .loop import Pretrainer, pretrain
 from .loss import PretrainBatch, PretrainLoss
 from .runs import LATEST, RunFolderError, prepare_run_folder

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional
 
 from ..models.generator import num_texture_up_blocks
+from ..render.settings import RenderSettings
 from ..utils.config import SettingError, at_least, greater_than, require, within
 
 
 @dataclass
 class ModelConfig:
-    """The ConvMesh generator (SPEC section 3) and its discriminators (section 4)."""
+    """The ConvMesh generator (docs/method.md section 3) and its discriminators (section 4)."""
 
     latent_dim: int = 64
     n_classes: int = 0                 # 0 = unconditional
@@ -47,7 +48,7 @@ class ModelConfig:
 
 @dataclass
 class PretrainConfig:
-    """GAN pretraining on pseudo-GT UV maps (SPEC section 4); defaults are the paper's."""
+    """GAN pretraining on pseudo-GT UV maps (docs/method.md section 4); defaults are the paper's."""
 
     data: str = "datasets/synthetic/train/pseudogt_128x128"  # folder of pseudo-GT .npz files
     gt_dir: Optional[str] = None       # synthetic ground truth (<split>/gt) for the Frechet signal
@@ -92,6 +93,11 @@ class PretrainConfig:
         greater_than(self, 0, "lr_g", "lr_d")
         within(self, 0, 1, "ema_alpha")
         check_adam_betas(self)
+
+    @property
+    def render_settings(self) -> RenderSettings:
+        """How the image branch renders its fake samples."""
+        return RenderSettings(self.render_size)
 
 
 def check_adam_betas(cfg) -> None:

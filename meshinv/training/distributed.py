@@ -9,57 +9,14 @@ A single process (no torchrun) needs none of it.
 
 from __future__ import annotations
 
-import logging
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DistributedContext:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def launched_rank() -> int:
-    """This process's rank as torchrun announces it in the environment (0 without torchrun); known
-    before the process group starts, e.g. to let only the main process write files."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def init_distributed(device: torch.device) -> DistributedContext:
-    """Join the process group that torchrun describes in the environment, if any."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistributedContext()
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    context = DistributedContext(dist.get_rank(), dist.get_world_size())
-    log.info("process %d of %d (%s)", context.rank, context.world_size, dist.get_backend())
-    return context
-
-
-def local_device(device: torch.device) -> torch.device:
-    """Under torchrun, one GPU per process: cuda:LOCAL_RANK."""
-    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-        index = int(os.environ["LOCAL_RANK"])
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    return device
+# The process group itself (joining it, ranks, one GPU per process) is shared with the inversion.
+from ..utils.distributed import (  # noqa: F401 (re-exported)
+    DistributedContext, init_distributed, launched_rank, local_device, shutdown,
+)
 
 
 def broadcast_module(module: nn.Module, context: DistributedContext) -> None:
@@ -94,11 +51,6 @@ def all_reduce_mean(value: torch.Tensor, context: DistributedContext) -> torch.T
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= context.world_size
     return value
-
-
-def shutdown(context: DistributedContext) -> None:
-    if context.enabled and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def replicas_identical(modules: list[nn.Module], context: DistributedContext) -> bool:

@@ -23,10 +23,10 @@ from ..data.pseudogt import PseudoGTDataset
 from ..geometry.template import TemplateConfig, build_template
 from ..models.checkpoints import save_generator_checkpoint
 from ..models.discriminators import PatchDiscriminator, UVDiscriminator
-from ..models.generator import ConvMeshGenerator, ema_alpha, truncated_normal, update_ema
-from ..render.renderer import MeshRenderer
-from ..render.views import render_turntable
+from ..models.generator import ConvMeshGenerator, ema_alpha, update_ema
+from ..render.settings import make_renderer
 from ..utils.config import to_dict, validate_config
+from ..utils.frechet import PCAFrechet
 from ..utils.images import read_image_tensor, save_grid
 from ..utils.io import save_json
 from .config import ModelConfig, PretrainConfig
@@ -34,9 +34,9 @@ from .distributed import (
     DistributedContext, all_reduce_mean, average_buffers, average_gradients, broadcast_module, init_distributed,
     local_device, replicas_identical, shutdown,
 )
-from .frechet import PCAFrechet
 from .loss import PretrainBatch, PretrainLoss
 from .runs import LATEST, epoch_order, finite_loss, read_training_checkpoint, set_lr, timing_summary
+from .samples import draw_samples, sample_views
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Pretrainer:
 
     def __init__(self, model_cfg: ModelConfig, cfg: PretrainConfig, template_cfg: TemplateConfig,
                  device: torch.device, experiment: Optional[dict] = None):
-        self.model_cfg, self.cfg = model_cfg, cfg
+        self.model_cfg, self.cfg, self.template_cfg = model_cfg, cfg, template_cfg
         self.device = local_device(device)
         self.context = init_distributed(self.device)
         self.out_dir = Path(cfg.out_dir)
@@ -151,7 +151,7 @@ class Pretrainer:
         self.opt_patch = (torch.optim.Adam(self.patch_discriminator.parameters(), lr=cfg.lr_d, **adam)
                           if self.patch_discriminator is not None else None)
         self.loss = PretrainLoss(self.generator, self.uv_discriminator, self.patch_discriminator, self.template,
-                                 MeshRenderer(cfg.render_size), model_cfg.latent_dim, cfg.image_loss_weight,
+                                 make_renderer(cfg.render_settings), model_cfg.latent_dim, cfg.image_loss_weight,
                                  cfg.smoothness_weight, cfg.mask_image_loss)
         self.iteration = 0
         self.frechet: Optional[tuple[PCAFrechet, PCAFrechet]] = None
@@ -192,7 +192,8 @@ class Pretrainer:
 
     def save(self, path: Path) -> None:
         if self.context.is_main:
-            save_generator_checkpoint(path, self.generator, self.state(), generator_ema=self.generator_ema)
+            save_generator_checkpoint(path, self.generator, self.state(), generator_ema=self.generator_ema,
+                                      template=self.template_cfg)
 
     def resume(self, path: Path) -> None:
         required = ["generator", "generator_ema", "uv_discriminator", "optimizer_g", "optimizer_d", "iteration"]
@@ -244,7 +245,8 @@ class Pretrainer:
     def discriminator_step(self, batch: PretrainBatch) -> dict[str, torch.Tensor]:
         self.opt_d.zero_grad(set_to_none=True)
         if self.opt_patch is not None:
-            self.opt_patch.zero_grad(set_to_none=True)  # the original never zeroed these (SPEC **fix**)
+            # The original never zeroed these (docs/method.md section 4: differs from the original).
+            self.opt_patch.zero_grad(set_to_none=True)
         losses = self.loss.discriminator_loss(batch)
         total = losses["d_total"] + losses.get("d_image_total", 0.0)
         total.backward()
@@ -258,23 +260,13 @@ class Pretrainer:
     @torch.no_grad()
     def sample(self, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """Textures, mesh maps and classes of `count` EMA samples with fixed z (and classes cycling)."""
-        gen = torch.Generator().manual_seed(seed)
-        z = truncated_normal((count, self.model_cfg.latent_dim), self.model_cfg.truncation_sigma, gen).to(self.device)
-        classes = (torch.arange(count) % self.model_cfg.n_classes).to(self.device) if self.model_cfg.n_classes else None
-        textures, maps = [], []
-        for start in range(0, count, 32):
-            t, m = self.generator_ema(z[start:start + 32], None if classes is None else classes[start:start + 32])
-            textures.append(t)
-            maps.append(m)
-        return torch.cat(textures), torch.cat(maps), classes
+        return draw_samples(self.generator_ema, count, self.model_cfg.truncation_sigma, seed)
 
     @torch.no_grad()
     def sample_grid(self, path: Path, count: int = 8, azimuths=(0, 90, 180, 270)) -> None:
         textures, maps, _ = self.sample(count)
-        vertices = self.template.vertex_positions(maps)
-        renderer = MeshRenderer(128)
-        views = [render_turntable(self.template, renderer, v, t, list(azimuths))[0] for v, t in zip(vertices, textures)]
-        save_grid(path, torch.cat(views), nrow=len(azimuths) * 2)
+        views, _ = sample_views(self.template, textures, maps, 128, azimuths)
+        save_grid(path, views, nrow=len(azimuths) * 2)
 
     @torch.no_grad()
     def frechet_distances(self) -> Optional[dict[str, float]]:
@@ -356,7 +348,8 @@ class Pretrainer:
             log.error("the %d replicas have diverged", self.context.world_size)
         if self.context.is_main:
             save_generator_checkpoint(self.out_dir / "generator_ema.pt", self.generator_ema,
-                                      {"config": self.state()["config"], "iteration": self.iteration})
+                                      {"config": self.state()["config"], "iteration": self.iteration},
+                                      template=self.template_cfg)
             save_json(self.out_dir / "summary.json", summary)
             writer.close()
         return summary

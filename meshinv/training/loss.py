@@ -1,4 +1,4 @@
-"""The pretraining objective (SPEC section 4) as one object that the loop calls per phase.
+"""The pretraining objective (docs/method.md section 4) as one object that the loop calls per phase.
 
 Generator: masked UV hinge loss (weighted per UV discriminator) + image_weight * least-squares
 PatchGAN loss on the generated mesh rendered with the real sample's camera + smoothness_weight *
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..geometry.camera import WeakPerspectiveCamera
 from ..geometry.template import MeshTemplate
 from ..losses.regularizers import smoothness_loss
-from ..render.renderer import MeshRenderer
+from ..render.settings import Renderer
 
 
 def masked_mean(values: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -78,7 +78,7 @@ class PretrainLoss:
     """Computes each phase's loss; the loop owns the optimisers and the stepping."""
 
     def __init__(self, generator: nn.Module, uv_discriminator: nn.Module, patch_discriminator: Optional[nn.Module],
-                 template: MeshTemplate, renderer: MeshRenderer, latent_dim: int, image_weight: float = 0.2,
+                 template: MeshTemplate, renderer: Renderer, latent_dim: int, image_weight: float = 0.2,
                  smoothness_weight: float = 1e-4, mask_image_loss: bool = False):
         self.generator = generator
         self.uv_discriminator = uv_discriminator

@@ -1,6 +1,6 @@
 """Procedural "bird-like" objects that the generator's mesh head can represent exactly.
 
-Every object is the 16-ring UV-sphere template (SPEC section 1) moved by a mirror-symmetric
+Every object is the 16-ring UV-sphere template (docs/method.md section 1) moved by a mirror-symmetric
 (3, 32, 32) deformation map, with a mirror-symmetric texture: exactly the two maps the generator
 predicts. Classes ("species") differ in shape proportions and texture pattern; instances of a
 class jitter both.
@@ -10,7 +10,7 @@ Orientation (object space of the template):
   * the bird's body axis is the template's polar axis: the beak tip is the south pole (forward =
     -y) and the tail tip is the north pole (+y); the bird's back faces +z, its belly -z.
   This is the frame in which the evaluation's canonical novel view (Euler xyz (0, -90, 60) deg,
-  SPEC section 8) shows a side view of a perching bird, head to the right and raised by ~30 deg.
+  docs/method.md section 8) shows a side view of a perching bird, head to the right and raised by ~30 deg.
   (The two poles can only move along y, so beak and tail tips lie on the y axis; the designed bird
   is rotated in its sagittal plane to put them there.)
 
