@@ -208,6 +208,19 @@ def test_points_without_a_partner_nominate_no_candidates(monkeypatch):
         assert sum(nominated) < 20 * 1500  # a few per point that has partners
 
 
+def test_pruned_tiles_are_no_larger_than_one_visit(monkeypatch):
+    # A GPU's chunk_size (2^27 pairs) must not give the pruned search two 512 MiB buffers when a
+    # visit offers at most one block pair per block.
+    buffers = []
+    original = chamfer._tile_cost
+    monkeypatch.setattr(chamfer, "_tile_cost", lambda *args: (buffers.append(args[-2].untyped_storage().nbytes()),
+                                                              original(*args))[1])
+    inputs = point_sets("smooth", 6, [1500], [1600], 3, torch.float32)
+    search(*inputs, SpatialWeighting(), True, pruning=True, chunk_size=chamfer.CUDA_CHUNK_SIZE)
+    blocks = -(-1500 // chamfer._QUERY_BLOCK) + -(-1600 // chamfer._REFERENCE_BLOCK)
+    assert buffers and max(buffers) <= blocks * chamfer._QUERY_BLOCK * chamfer._REFERENCE_BLOCK * 4
+
+
 def test_losses_and_gradients_are_bit_equal_with_and_without_pruning():
     for loss, channels in ((pixel_chamfer_texture_loss, 3), (feature_chamfer_texture_loss, 16)):
         query, reference, query_valid, reference_valid, query_xy, reference_xy = point_sets(

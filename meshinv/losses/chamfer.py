@@ -52,7 +52,8 @@ from ..geometry.camera import pixel_centers
 DEFAULT_CHUNK_SIZE = 1 << 18
 # On a GPU every tile is a handful of kernel launches: small tiles would make the search a launch
 # loop (at 256 px, hundreds of thousands of tiles per objective call), so tiles there are large
-# (two float32 buffers of 512 MiB).
+# (two float32 buffers of 512 MiB, plus 1/32 of that for the grouped minima; the pruned search's
+# buffers are capped by the blocks it can visit at once).
 CUDA_CHUNK_SIZE = 1 << 27
 
 
@@ -747,7 +748,11 @@ def _visit_pruned(search: _Search, query, reference, query_valid, reference_vali
     order = bounds.argsort(dim=2, stable=True)
     sorted_bounds = bounds.gather(2, order)
     visited = torch.zeros_like(bounds, dtype=torch.bool)
-    block_pairs = max(1, chunk_size // (_QUERY_BLOCK * _REFERENCE_BLOCK))
+    # A visit offers at most one block pair per block (per query block, plus per reference block in
+    # the first one), so the tile buffers need not be larger than that (on a GPU, chunk_size alone
+    # would be two buffers of 512 MiB whatever the image size).
+    block_pairs = max(1, min(chunk_size // (_QUERY_BLOCK * _REFERENCE_BLOCK),
+                             batch * (query_blocks + reference_blocks)))
     cost_buffer = query_rows.new_empty(block_pairs * _QUERY_BLOCK * _REFERENCE_BLOCK)
     base_buffer = torch.empty_like(cost_buffer)
 
