@@ -317,7 +317,9 @@ def test_invert_then_evaluate_scripts_run_on_cuda(inversion_split, tmp_path):  #
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["counts"]["evaluated"] == 4 and metrics["counts"]["failed"] == 0 and metrics["skipped"] == {}
-    assert set(metrics["means"]) == {"mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d"}
+    assert set(metrics["means"]) == {"mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d", "rotation_error_deg",
+                                     "psnr_input_view", "ssim_input_view", "psnr_novel_views", "ssim_novel_views",
+                                     "uv_error_seen", "uv_error_unseen"}   # configs/synthetic.yaml's list
     assert all(math.isfinite(v) for v in metrics["means"].values())
     assert (out / "report_grid.png").is_file()
 

@@ -28,6 +28,7 @@ from meshinv.evaluation.crops import inversion_crop
 from meshinv.evaluation.distribution import distribution
 from meshinv.evaluation.evaluate import evaluate_results, run_evaluation
 from meshinv.evaluation.inversion_facts import record_facts
+from meshinv.evaluation.metrics import PSNR_CEILING_DB
 from meshinv.evaluation.report import write_outputs
 from meshinv.evaluation.samples import metric_unavailable
 from meshinv.geometry import MeshTemplate, quaternion_multiply, quaternion_to_matrix
@@ -372,10 +373,25 @@ def test_evaluate_script_end_to_end(split, tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["counts"]["evaluated"] == 2 and metrics["counts"]["failed"] == 2
-    assert set(metrics["means"]) == {"mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d", "rotation_error_deg"}
+    appearance = {"psnr_input_view", "ssim_input_view", "psnr_novel_views", "ssim_novel_views", "uv_error_seen",
+                  "uv_error_unseen"}   # configs/synthetic.yaml adds these to the default list
+    assert set(metrics["means"]) == {"mask_iou", "full_mask_iou", "novel_view_iou", "chamfer_3d",
+                                     "rotation_error_deg"} | appearance
     assert metrics["per_image"]["test_00000"]["mask_iou"] > 0.99 and metrics["skipped"] == {}
+    assert metrics["counts"]["per_metric"] == {name: 2 for name in metrics["means"]}
+    # The perfect record matches the textured ground truth exactly; the shifted one (true mesh and
+    # texture, wrong camera) only in the novel views and the texture.
+    perfect, shifted = metrics["per_image"]["test_00000"], metrics["per_image"]["test_00001"]
+    assert {name: perfect[name] for name in appearance} == {
+        "psnr_input_view": PSNR_CEILING_DB, "ssim_input_view": 1.0, "psnr_novel_views": PSNR_CEILING_DB,
+        "ssim_novel_views": 1.0, "uv_error_seen": 0.0, "uv_error_unseen": 0.0}
+    assert shifted["psnr_input_view"] < 30 and shifted["ssim_input_view"] < 1
+    assert shifted["psnr_novel_views"] == PSNR_CEILING_DB and shifted["uv_error_seen"] == 0.0
+    assert metrics["higher_is_better"]["psnr_input_view"] and not metrics["higher_is_better"]["uv_error_unseen"]
     report = (tmp_path / "report.md").read_text()
     assert "| mask_iou |" in report and "Worst 2 images by mask IoU" in report
+    for name in appearance:
+        assert f"| {name} | " in report
     assert "test_00002" in report and "](report_grid.png)" in report
     with Image.open(tmp_path / "report_grid.png") as grid:
         # 2 rows of input, reconstruction, 4 predicted and 4 GT views, 32 px each, 2 px padding.

@@ -25,10 +25,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..geometry.camera import WeakPerspectiveCamera
 from ..geometry.template import MeshTemplate, build_template
-from ..render.rasterizer import rasterize
-from ..render.shading import covered_pixels
+from ..render.texels import TexelSurface, seen_texels, texel_surface
 from ..utils.config import at_least, require, within
 from .synthetic import SyntheticConfig
 from ..data.datasets import open_dataset
@@ -37,48 +35,6 @@ from ..data.pseudogt import pseudogt_dirname, save_pseudogt
 from ..data.sample import DataError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TexelSurface:
-    """Where each covered texel of a T x T texture lies on the template's surface.
-
-    texel (N,) flat index i * T + j; face (N,) the face whose UV triangle contains the texel centre;
-    bary (N, 3) the texel centre's barycentric coordinates in that face. Texels on no UV triangle
-    (e.g. the top and bottom rows, which only touch the poles) are not listed.
-    """
-
-    size: int
-    texel: torch.Tensor
-    face: torch.Tensor
-    bary: torch.Tensor
-
-    def surface_points(self, vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-        """(B, V, 3) vertices -> (B, N, 3) positions of the texels on the surface."""
-        corners = vertices[:, faces[self.face]]  # (B, N, 3, 3)
-        return (self.bary[None, :, :, None] * corners).sum(2)
-
-
-def texel_surface(template: MeshTemplate, size: int) -> TexelSurface:
-    """Rasterise the template's UV layout at the texel centres of a size x size texture, placing
-    texels where the renderer samples them: row i at v = 1 - i / (T - 1) (align_corners), column j
-    at u = (j + 0.5) / T for the symmetric UV remapping, u = j / T otherwise."""
-    uvs = template.uvs.double()[template.face_uv_index]  # (F, 3, 2)
-    u, v = uvs[..., 0], uvs[..., 1]
-    # NDC positions such that the rasteriser's pixel centre (i, j) is texel (i, j).
-    x = 2 * u - 1 if template.symmetric else 2 * u + 1 / size - 1
-    y = 1 - (2 * (1 - v) * (size - 1) + 1) / size
-    corners = torch.stack([x, y, torch.zeros_like(x)], dim=-1).reshape(1, -1, 3)
-    faces = torch.arange(corners.shape[1]).reshape(-1, 3)
-    fragments = rasterize(corners, faces, size)
-    covered = covered_pixels(corners, faces, fragments.face_index)
-    return TexelSurface(size, covered.pixel, covered.face, covered.bary.float())
-
-
-def _sample_nearest(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) at NDC points (B, N, 2) -> (B, N, C), nearest pixel (zero outside)."""
-    grid = torch.stack([xy[..., 0], -xy[..., 1]], dim=-1)[:, :, None]  # grid_sample's y points down
-    return F.grid_sample(image, grid, mode="nearest", padding_mode="zeros", align_corners=False)[..., 0].transpose(1, 2)
 
 
 def build_pseudogt_textures(images: torch.Tensor, masks: torch.Tensor, cameras: torch.Tensor, vertices: torch.Tensor,
@@ -93,19 +49,13 @@ def build_pseudogt_textures(images: torch.Tensor, masks: torch.Tensor, cameras: 
     A texel is seen when its surface point faces the camera (the z of its face's unit normal in NDC
     exceeds `min_facing`: grazing texels are stretched across few pixels and smear), is within
     `depth_tolerance` (NDC z) of the nearest surface at its pixel, projects inside the image, and
-    lands on the mask.
+    lands on the mask (meshinv.render.texels.seen_texels).
     """
     batch, size = images.shape[0], surface.size
+    if tuple(masks.shape[-2:]) != tuple(images.shape[-2:]):
+        raise ValueError(f"masks are {tuple(masks.shape[-2:])} but images {tuple(images.shape[-2:])}")
     with torch.no_grad():
-        ndc = WeakPerspectiveCamera.from_tensor(cameras).transform(vertices)
-        points = surface.surface_points(ndc, template.faces)  # (B, N, 3) NDC
-        fragments = rasterize(ndc, template.faces, images.shape[-2:])
-        depth = torch.where(fragments.face_index >= 0, fragments.depth, torch.full_like(fragments.depth, -torch.inf))
-        nearest_depth = _sample_nearest(depth[:, None], points[..., :2])[..., 0]
-        on_mask = _sample_nearest(masks, points[..., :2])[..., 0] > 0.5
-        facing = template.face_normals(ndc)[:, surface.face, 2] > min_facing
-        inside = (points[..., :2].abs() < 1).all(-1)
-        seen = facing & inside & on_mask & (points[..., 2] >= nearest_depth - depth_tolerance)
+        seen, points = seen_texels(masks, cameras, vertices, template, surface, depth_tolerance, min_facing)
         grid = torch.stack([points[..., 0], -points[..., 1]], dim=-1)[:, :, None]
         colors = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
 

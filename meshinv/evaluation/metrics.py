@@ -9,6 +9,12 @@ Per image (a function of one image's EvaluationContext, returning a float):
                     ground truth on synthetic data; SfM or annotations elsewhere)
     iou_3d          voxel IoU with the image's CAD model, box-aligned per image (PASCAL3D+;
                     meshinv/evaluation/voxels.py)
+    psnr_input_view, ssim_input_view    the textured reconstruction in the input view vs. the GT
+                    mesh with its true texture under the GT camera, over the union of both
+                    silhouettes (synthetic; meshinv/evaluation/appearance.py)
+    psnr_novel_views, ssim_novel_views  the same over the turntable views of novel_view_iou
+    uv_error_seen, uv_error_unseen      mean absolute error of the predicted UV texture vs. the
+                    true one, over the texels seen in the input view and over the others (synthetic)
 Over the whole dataset (one number from all images):
     fid_1           FID of masked inputs vs. masked reconstructions in the input view (docs/method.md section 8; fid.py)
     fid_10, fid_12  FID of novel views about the canonical pose vs. real-image statistics
@@ -39,11 +45,20 @@ import torch
 from ..geometry.camera import WeakPerspectiveCamera, rotation_angle_deg
 from ..geometry.template import MeshTemplate
 from ..render.settings import Renderer, make_renderer
-from ..render.views import turntable_silhouettes
+from ..render.texels import resample_texture, seen_texels, texel_surface
+from ..render.views import render_turntable, turntable_silhouettes
 from ..utils.masks import mask_iou as iou
+from .appearance import masked_mean, mean_absolute_error, psnr, ssim, ssim_map
 from .config import EvaluationConfig
 
 log = logging.getLogger(__name__)
+
+# The appearance metrics render both meshes over this background (in [-1, 1]: mid grey, 0.5 in
+# [0, 1]); it is what a pixel covered by only one of them is compared with.
+APPEARANCE_BACKGROUND = 0.0
+# An exact match has PSNR inf; it is reported as this value, so that means stay finite and
+# metrics.json strict JSON. No difference that float32 rendering leaves reaches it (1e-10 MSE).
+PSNR_CEILING_DB = 100.0
 
 if TYPE_CHECKING:  # only a type here: importing the inversion package would pull in the losses
     from ..inversion.results import InversionRecord
@@ -96,28 +111,75 @@ class EvaluationContext:
         _check_vertices(vertices, self.template, "record.vertices")
         return vertices
 
+    def _check_renderer(self) -> None:
+        if tuple(self.renderer.image_size) != (self.image_size, self.image_size):
+            raise ValueError(f"the renderer is {self.renderer.image_size} but the record is at "
+                             f"{self.image_size} x {self.image_size}")
+
     def pred_mask(self) -> torch.Tensor:
         """(S, S) bool: the predicted mesh's hard mask in the input view at record.image_size."""
         if "pred_mask" not in self.cache:
-            if tuple(self.renderer.image_size) != (self.image_size, self.image_size):
-                raise ValueError(f"the renderer is {self.renderer.image_size} but the record is at "
-                                 f"{self.image_size} x {self.image_size}")
+            self._check_renderer()
             camera = WeakPerspectiveCamera.from_tensor(self.record.camera.to(self.device, torch.float32)[None])
             ndc = camera.transform(self.pred_vertices()[None])
             self.cache["pred_mask"] = self.renderer.rasterize(ndc, self.template.faces).mask[0, 0] > 0.5
         return self.cache["pred_mask"]
 
+    def gt_vertices(self, metric: str) -> torch.Tensor:
+        """(V, 3) float32 on `device`: the ground-truth mesh, checked against the template, or MissingInputError."""
+        vertices = self.require_gt("vertices", metric).to(self.device, torch.float32)
+        _check_vertices(vertices, self.template, "gt['vertices']")
+        return vertices
+
+    def _render_input_view(self, vertices: torch.Tensor, camera: torch.Tensor, texture: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_renderer()
+        camera = WeakPerspectiveCamera.from_tensor(camera.to(self.device, torch.float32).reshape(1, 7))
+        ndc = camera.transform(vertices[None])
+        out = self.template.render(self.renderer, ndc, texture.to(self.device, torch.float32)[None],
+                                   background=APPEARANCE_BACKGROUND)
+        return out.image[0], out.mask[0, 0] > 0.5
+
     def pred_render(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The reconstruction in the input view at record.image_size: (image (3, S, S) in [-1, 1],
-        mask (S, S) bool), background 0."""
+        mask (S, S) bool), background APPEARANCE_BACKGROUND (0)."""
         if "pred_render" not in self.cache:
-            self.pred_mask()  # checks the renderer's size
-            camera = WeakPerspectiveCamera.from_tensor(self.record.camera.to(self.device, torch.float32)[None])
-            ndc = camera.transform(self.pred_vertices()[None])
-            texture = self.record.texture.to(self.device, torch.float32)[None]
-            out = self.template.render(self.renderer, ndc, texture)
-            self.cache["pred_render"] = (out.image[0], out.mask[0, 0] > 0.5)
+            self.cache["pred_render"] = self._render_input_view(self.pred_vertices(), self.record.camera,
+                                                                self.record.texture)
         return self.cache["pred_render"]
+
+    def gt_render(self, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ground-truth mesh with its true texture under the sample's camera of the crop, as
+        pred_render draws the reconstruction: (image (3, S, S) in [-1, 1], mask (S, S) bool)."""
+        if "gt_render" not in self.cache:
+            vertices, texture = self.gt_vertices(metric), self.require_gt("texture", metric)
+            self.cache["gt_render"] = self._render_input_view(vertices, self.require_gt_camera(metric), texture)
+        return self.cache["gt_render"]
+
+    def turntable(self, mesh: str, metric: str) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+        """The novel views (meshinv.render.views; cfg.novel_view_size, azimuths, novel_view_scale)
+        of the reconstruction (mesh "pred") or the ground-truth mesh ("gt"): (images (N, 3, H, W)
+        in [-1, 1] on APPEARANCE_BACKGROUND, or None for a ground truth without a texture; masks
+        (N, H, W) bool). Rendered once per image for all the novel-view metrics."""
+        key = ("turntable", mesh)
+        if key not in self.cache:
+            if mesh == "pred":
+                vertices, texture = self.pred_vertices(), self.record.texture
+            elif mesh == "gt":
+                vertices, texture = self.gt_vertices(metric), self.gt.get("texture")
+            else:
+                raise ValueError(f"turntable: mesh is 'pred' or 'gt', not {mesh!r}")
+            cfg = self.cfg
+            renderer = make_renderer(cfg.novel_view_size)
+            if texture is None:
+                self.cache[key] = (None, turntable_silhouettes(self.template, renderer, vertices, cfg.azimuths,
+                                                               cfg.novel_view_scale))
+            else:
+                texture = texture.to(self.device, torch.float32)
+                images, masks = render_turntable(self.template, renderer, vertices, texture, cfg.azimuths,
+                                                 cfg.novel_view_scale, background=APPEARANCE_BACKGROUND)
+                self.cache[key] = (images, masks[:, 0] > 0.5)
+        return self.cache[key]
 
     def require_input_image(self, metric: str) -> torch.Tensor:
         """(3, S, S) in [-1, 1] on `device`, or MissingInputError."""
@@ -140,6 +202,12 @@ class EvaluationContext:
             raise MissingInputError(f"{metric}: needs ground truth gt[{key!r}] (synthetic data); this sample has "
                                     f"{sorted(self.gt) or 'none'}")
         return self.gt[key]
+
+    def require_gt_camera(self, metric: str) -> torch.Tensor:
+        """(7,) the sample's NDC camera of the crop, or MissingInputError."""
+        if self.gt_camera is None:
+            raise MissingInputError(f"{metric}: needs the sample's ground-truth camera")
+        return self.gt_camera
 
 
 def _check_vertices(vertices: torch.Tensor, template: MeshTemplate, name: str) -> None:
@@ -330,13 +398,8 @@ def full_mask_iou(ctx: EvaluationContext) -> float:
 @register_metric("novel_view_iou", needs_gt=True)
 def novel_view_iou(ctx: EvaluationContext) -> float:
     """Mean silhouette IoU of prediction vs. ground-truth mesh over the turntable views."""
-    gt_vertices = ctx.require_gt("vertices", "novel_view_iou").to(ctx.device, torch.float32)
-    _check_vertices(gt_vertices, ctx.template, "gt['vertices']")
-    cfg = ctx.cfg
-    renderer = make_renderer(cfg.novel_view_size)
-    pred = turntable_silhouettes(ctx.template, renderer, ctx.pred_vertices(), cfg.azimuths, cfg.novel_view_scale)
-    gt = turntable_silhouettes(ctx.template, renderer, gt_vertices, cfg.azimuths, cfg.novel_view_scale)
-    return float(iou(pred, gt).mean())
+    gt = ctx.turntable("gt", "novel_view_iou")[1]
+    return float(iou(ctx.turntable("pred", "novel_view_iou")[1], gt).mean())
 
 
 @register_metric("chamfer_3d", needs_gt=True, higher_is_better=False)
@@ -345,9 +408,8 @@ def chamfer_3d(ctx: EvaluationContext) -> float:
 
     See weak_perspective_chamfer; the GT camera is the dataset sample's camera of the crop."""
     gt_vertices = ctx.require_gt("vertices", "chamfer_3d")
-    if ctx.gt_camera is None:
-        raise MissingInputError("chamfer_3d: needs the sample's ground-truth camera")
-    return weak_perspective_chamfer(ctx.pred_vertices(), ctx.record.camera, gt_vertices, ctx.gt_camera)
+    return weak_perspective_chamfer(ctx.pred_vertices(), ctx.record.camera, gt_vertices,
+                                    ctx.require_gt_camera("chamfer_3d"))
 
 
 @register_metric("rotation_error_deg", needs_camera=True, higher_is_better=False, within=30.0, unit="deg")
@@ -359,6 +421,131 @@ def rotation_error_deg(ctx: EvaluationContext) -> float:
         raise MissingInputError("rotation_error_deg: needs the sample's camera (the ground truth on synthetic data)")
     return float(rotation_angle_deg(ctx.record.camera[3:].double(), ctx.gt_camera.reshape(-1)[3:].double()
                                     .to(ctx.record.camera.device)))
+
+
+# -- appearance against the 3D ground truth (synthetic data) -------------------------------------------------
+#
+# The renders are compared on object pixels only: the union of the two silhouettes. The GT
+# silhouette alone would not see a reconstruction that spills over the background (a too large or
+# misplaced object would lose nothing there); on the union, a pixel that only one mesh covers
+# compares that mesh's colour with the background, APPEARANCE_BACKGROUND, the same for both.
+# Background pixels of both count for nothing, so the numbers do not depend on how much of the
+# image the object fills.
+
+def _unit_colors(image: torch.Tensor) -> torch.Tensor:
+    return (image + 1) / 2   # [-1, 1] -> [0, 1]
+
+
+def _input_views(ctx: EvaluationContext, metric: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(reconstruction, ground truth) in the input view in [0, 1], and the union of their silhouettes."""
+    pred, pred_mask = ctx.pred_render()
+    gt, gt_mask = ctx.gt_render(metric)
+    return _unit_colors(pred), _unit_colors(gt), pred_mask | gt_mask
+
+
+def _novel_views(ctx: EvaluationContext, metric: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """novel_view_iou's views of both meshes, textured, in [0, 1], and the union of their silhouettes."""
+    ctx.require_gt("texture", metric)
+    pred, pred_masks = ctx.turntable("pred", metric)
+    gt, gt_masks = ctx.turntable("gt", metric)
+    return _unit_colors(pred), _unit_colors(gt), pred_masks | gt_masks
+
+
+def _capped_psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    return min(psnr(a, b, mask), PSNR_CEILING_DB)
+
+
+@register_metric("psnr_input_view", needs_gt=True, unit="dB")
+def psnr_input_view(ctx: EvaluationContext) -> float:
+    """PSNR (dB) of the textured reconstruction vs. the GT mesh and texture in the input view, object pixels.
+
+    Both are rendered at the record's size: the prediction with its camera, the ground truth with
+    the sample's camera of the same crop. PSNR on [0, 1] colours over the union of the two
+    silhouettes (the comment above); an exact match gives PSNR_CEILING_DB."""
+    return _capped_psnr(*_input_views(ctx, "psnr_input_view"))
+
+
+@register_metric("ssim_input_view", needs_gt=True)
+def ssim_input_view(ctx: EvaluationContext) -> float:
+    """SSIM of the textured reconstruction vs. the GT mesh and texture in the input view, object pixels.
+
+    The renders of psnr_input_view; SSIM (Gaussian window 11, sigma 1.5; appearance.ssim_map) on
+    the whole images, averaged over the union of the two silhouettes."""
+    return ssim(*_input_views(ctx, "ssim_input_view"))
+
+
+@register_metric("psnr_novel_views", needs_gt=True, unit="dB")
+def psnr_novel_views(ctx: EvaluationContext) -> float:
+    """Mean PSNR (dB) of the textured reconstruction vs. the GT mesh over novel_view_iou's turntable views.
+
+    Each mesh centred at its vertex mean at novel_view_scale (meshinv.render.views), as
+    novel_view_iou places them; per view over the union of the two silhouettes, each view's
+    PSNR capped at PSNR_CEILING_DB, then averaged over the views."""
+    pred, gt, masks = _novel_views(ctx, "psnr_novel_views")
+    return sum(_capped_psnr(a, b, m) for a, b, m in zip(pred, gt, masks)) / len(masks)
+
+
+@register_metric("ssim_novel_views", needs_gt=True)
+def ssim_novel_views(ctx: EvaluationContext) -> float:
+    """Mean SSIM of the textured reconstruction vs. the GT mesh over novel_view_iou's turntable views.
+
+    The views of psnr_novel_views; per view, SSIM averaged over the union of the silhouettes, then
+    averaged over the views."""
+    pred, gt, masks = _novel_views(ctx, "ssim_novel_views")
+    maps = ssim_map(pred, gt)  # all views in one pass
+    return sum(masked_mean(m, mask, "ssim_novel_views") for m, mask in zip(maps, masks)) / len(masks)
+
+
+def uv_texels(ctx: EvaluationContext, metric: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The predicted and the true texture at the true texture's texels that lie on the surface, in
+    [0, 1] ((3, N) each), and which of those texels the input view sees ((N,) bool).
+
+    The comparison is on the true texture's grid (gt['texture'], T x T; 256 on the synthetic data,
+    twice the prior's 128): the prediction is read there as the renderer reads it, bilinearly
+    (meshinv.render.texels.resample_texture), so the truth is never filtered. A texel is seen when
+    its point on the GT mesh is visible under the sample's camera and lands on the target mask
+    (the photo's visible object, occluders excluded), by the pseudo-GT rule
+    (meshinv.render.texels.seen_texels, with the pseudo-GT defaults). Texels on no UV triangle are
+    never drawn and are in neither set."""
+    if "uv_texels" not in ctx.cache:
+        truth = ctx.require_gt("texture", metric).to(ctx.device, torch.float32)
+        vertices, camera = ctx.gt_vertices(metric), ctx.require_gt_camera(metric)
+        mask = ctx.require_target_mask(metric)
+        size = truth.shape[-1]
+        if tuple(truth.shape) != (3, size, size):
+            raise ValueError(f"gt['texture'] is {tuple(truth.shape)}, expected (3, T, T)")
+        key = ("texel_surface", size)
+        if key not in ctx.shared:  # one per evaluation: the texel layout depends on the size only
+            ctx.shared[key] = texel_surface(ctx.template, size)
+        surface = ctx.shared[key].to(ctx.device)
+        seen, _ = seen_texels(mask[None, None].float(), camera.to(ctx.device, torch.float32).reshape(1, 7),
+                              vertices[None], ctx.template, surface)
+        prediction = resample_texture(ctx.template, ctx.record.texture.to(ctx.device, torch.float32)[None], size)[0]
+        ctx.cache["uv_texels"] = (_unit_colors(prediction).reshape(3, -1)[:, surface.texel],
+                                  _unit_colors(truth).reshape(3, -1)[:, surface.texel], seen[0])
+    return ctx.cache["uv_texels"]
+
+
+@register_metric("uv_error_seen", needs_gt=True, higher_is_better=False)
+def uv_error_seen(ctx: EvaluationContext) -> float:
+    """Mean absolute error (colours in [0, 1]) of the predicted vs. true UV texture, texels seen in the input view.
+
+    See uv_texels: on the true texture's grid, averaged over the channels and the texels whose
+    surface point the input view sees. Mean absolute error rather than RMSE, so that a few texels
+    with a wrong colour (a stripe in the wrong place) do not outweigh a colour that is slightly off
+    everywhere."""
+    prediction, truth, seen = uv_texels(ctx, "uv_error_seen")
+    return mean_absolute_error(prediction, truth, seen)
+
+
+@register_metric("uv_error_unseen", needs_gt=True, higher_is_better=False)
+def uv_error_unseen(ctx: EvaluationContext) -> float:
+    """Mean absolute error (colours in [0, 1]) of the predicted vs. true UV texture, texels not seen in the input view.
+
+    uv_error_seen over the other texels on the surface (hidden, grazing, occluded or off the
+    mask): what the prior had to make up."""
+    prediction, truth, seen = uv_texels(ctx, "uv_error_unseen")
+    return mean_absolute_error(prediction, truth, ~seen)
 
 
 def _cad_model(ctx: EvaluationContext, metric: str, normalize: bool = True

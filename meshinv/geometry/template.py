@@ -223,22 +223,28 @@ class MeshTemplate(nn.Module):
 
     # -- rendering ---------------------------------------------------------------------------------
     def render_inputs(self, texture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-corner UVs (F, 3, 2) and the padded texture that the renderer samples.
+        """Per-corner UVs (F, 3, 2) and the padded texture that the renderer samples."""
+        uvs, padded = self.texture_coordinates(self.uvs, texture)
+        return uvs[self.face_uv_index], padded
+
+    def texture_coordinates(self, uvs: torch.Tensor, texture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """UV points (..., 2) of this template's layout -> the same points in the padded texture
+        that the renderer samples (align_corners), and that texture.
 
         The padding makes u wrap around the seam; in the symmetric case u is remapped to the padded
         texture as u' = (u + delta) / e with delta = 1/(2 T_w), e = (T_w + 1)/T_w, so that texel k
         of the unpadded texture is centred at u = (k + 0.5)/T_w.
         """
-        uvs = self.uvs.to(texture.dtype)
+        uvs = uvs.to(texture.dtype)
         if self.symmetric:
             width = texture.shape[-1]
             delta = 1.0 / (2 * width)
             expansion = (width + 1) / width
-            uvs = torch.stack([(uvs[:, 0] + delta) / expansion, uvs[:, 1]], dim=-1)
+            uvs = torch.stack([(uvs[..., 0] + delta) / expansion, uvs[..., 1]], dim=-1)
             padded = circular_pad_width(texture, 1)
         else:
             padded = torch.cat([texture, texture[..., :1]], dim=-1)
-        return uvs[self.face_uv_index], padded
+        return uvs, padded
 
     def render(self, renderer, vertices_ndc: torch.Tensor, texture: torch.Tensor, **kwargs):
         """Render vertices already in normalised device coordinates with this template's UVs."""
