@@ -5,7 +5,7 @@
     python bench/chamfer.py --pruning [--sizes 96,256] [--images N] [--repeats N] [--device D] [--threads N]
                             [--baseline FILE]
 
---pruning compares the pruned texture search with the unpruned one (pruning=False) on real renders
+--pruning compares the pruned texture search with the unpruned exact one (exact=True) on real renders
 and targets instead; see pruning_benchmark.
 
 Both implementations get the same point sets in one process. The inputs come from two 256 x 256
@@ -279,15 +279,16 @@ def load_baseline(path: str):
 
 def pruning_benchmark(args, device: torch.device) -> None:
     """Pairs evaluated and time of the nearest-neighbour search of the pixel and feature texture
-    terms, on the same inputs in one process: unpruned (pruning=False), pruned as the losses run it
-    (pixel: pruning=True, which prunes from chamfer.PRUNE_MIN_REFERENCES reference points on; feature:
-    no pruning), pruned whatever the size ("forced", PRUNE_MIN_REFERENCES = 0), and, with
+    terms, on the same inputs in one process: the unpruned exact search (exact=True), the search as
+    the losses run it ("pruned"; pixel: pruning=True, which prunes, exactly, from
+    chamfer.PRUNE_MIN_REFERENCES reference points on and below runs the search by tile cost;
+    feature: the search by tile cost), pruned whatever the size ("forced", PRUNE_MIN_REFERENCES = 0), and, with
     --baseline FILE, another version's search (today's, for instance). The pixel term is prediction
     -> target over all foreground pixels, the feature term both directions over VGG-19 cells (random
     weights when the ImageNet file is absent: other values, the same work). Pair counts are
-    deterministic; times are medians of --repeats searches after one warm-up. Every variant must
-    pick the same partner for every point as the unpruned search (the baseline is not checked: an
-    older search may break near-ties differently)."""
+    deterministic; times are medians of --repeats searches after one warm-up. Every pruned variant
+    must pick the same partner for every point as the unpruned exact search (the search by tile cost
+    and the baseline are not checked: they may break near-ties differently)."""
     weighting = SpatialWeighting(XY_THRESHOLD, XY_K, XY_ALPHA, RGB_EPS)
     vgg = VGGFeatures(allow_random_weights=True).to(device)
     baseline = load_baseline(args.baseline) if args.baseline else None
@@ -311,7 +312,8 @@ def pruning_benchmark(args, device: torch.device) -> None:
                 row = {}
                 for variant in variants:
                     module, options = chamfer, {"pruning": variant != "unpruned" and (term == "pixel"
-                                                                                     or variant == "forced")}
+                                                                                     or variant == "forced"),
+                                                "exact": variant == "unpruned"}
                     if variant == "baseline":
                         module, options = baseline, {}
                     minimum_references = chamfer.PRUNE_MIN_REFERENCES
@@ -326,7 +328,8 @@ def pruning_benchmark(args, device: torch.device) -> None:
                         chamfer.PRUNE_MIN_REFERENCES = minimum_references
                     if variant == "unpruned":
                         reference = result
-                    elif variant != "baseline" and not (
+                    elif (variant == "forced" or variant == "pruned" and options["pruning"]
+                          and chamfer.can_prune(weighting, target.values.shape[1])) and not (
                             torch.equal(result.query_to_reference, reference.query_to_reference)
                             and (not both or torch.equal(result.reference_to_query, reference.reference_to_query))):
                         raise AssertionError(f"{size} px, {name}, {term}: {variant} and unpruned searches differ")

@@ -1,7 +1,13 @@
-"""The Chamfer nearest-neighbour search decides by the exact pair cost, and its pruned form skips only
-pairs that cannot matter: pruned == unpruned == a dense search over the same cost, index for index,
-and therefore loss values and gradients bit for bit (torch.equal), on random point sets (with ties,
-padding and empty sets) and on real renders and targets."""
+"""The Chamfer nearest-neighbour searches.
+
+The exact search decides by the exact pair cost, and its pruned form skips only pairs that cannot
+matter: pruned == unpruned == a dense search over the same cost, index for index, and therefore loss
+values and gradients bit for bit (torch.equal), on random point sets (with ties, padding and empty
+sets) and on real renders and targets.
+
+Where the search does not prune (below PRUNE_MIN_REFERENCES, the mask loss, pruning=False), it
+decides by the tiles' expanded-form cost, first minimum in reference order: what a single tile over
+all pairs computes, and, where the expanded form is exact, the dense search's choice for any tiling."""
 
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from meshinv.losses import (
     pixel_chamfer_texture_loss,
 )
 from meshinv.losses import chamfer
-from meshinv.losses.chamfer import _masked_mean, _pair_cost, _pointwise_pow, can_prune
+from meshinv.losses.chamfer import _MINIMA_GROUP, _masked_mean, _pair_cost, _pointwise_pow, _row_minima, can_prune
 from meshinv.render import make_renderer
 from test_inversion import tiny_generator
 
@@ -32,6 +38,9 @@ WEIGHTINGS = [
     SpatialWeighting(xy_threshold=0.3, k=2.0, alpha=0.7, rgb_eps=0.5),
     SpatialWeighting(xy_threshold=0.1, alpha=2.5, rgb_eps=2.0),
 ]
+
+
+LIBRARY_PRUNE_MIN_REFERENCES = chamfer.PRUNE_MIN_REFERENCES
 
 
 @pytest.fixture(autouse=True)
@@ -74,9 +83,10 @@ def search(query, reference, query_valid, reference_valid, query_pos, reference_
 
 
 def assert_searches_agree(inputs, weighting, both_directions, chunk_size=1 << 14):
-    """pruned == unpruned == dense, every index; returns (pruned pairs, unpruned pairs) per image."""
+    """exact search pruned == unpruned == dense, every index; returns (pruned pairs, unpruned pairs)
+    per image."""
     dense = dense_first_minimisers(*inputs, weighting, both_directions)
-    results = [search(*inputs, weighting, both_directions, pruning=pruning, chunk_size=chunk_size)
+    results = [search(*inputs, weighting, both_directions, pruning=pruning, exact=True, chunk_size=chunk_size)
                for pruning in (False, True)]
     for result in results:
         assert torch.equal(result.query_to_reference, dense[0])
@@ -168,24 +178,24 @@ def test_pruned_search_equals_unpruned_and_dense_on_random_sets(case):
 def test_search_results_do_not_depend_on_chunk_size_or_direction_flag():
     inputs = point_sets("grid", 1, [600, 333], [700, 250], 3, torch.float32)
     weighting = SpatialWeighting()
-    reference = search(*inputs, weighting, True, pruning=False, chunk_size=1)
+    reference = search(*inputs, weighting, True, pruning=False, exact=True, chunk_size=1)
     for chunk_size in (1000, 1 << 14, 1 << 20):
         for pruning in (False, True):
             for both in (False, True):
-                result = search(*inputs, weighting, both, pruning=pruning, chunk_size=chunk_size)
+                result = search(*inputs, weighting, both, pruning=pruning, exact=True, chunk_size=chunk_size)
                 assert torch.equal(result.query_to_reference, reference.query_to_reference)
                 if both:
                     assert torch.equal(result.reference_to_query, reference.reference_to_query)
 
 
 def test_plain_distance_search_equals_dense_with_ties():
-    # The mask loss's search (no weighting, never pruned): also the dense search's first minimiser.
+    # The mask loss's cost (no weighting, never pruned): the exact search is the dense first minimiser.
     query, reference, query_valid, reference_valid, _, _ = point_sets("grid", 2, [300, 200], [500, 450], 2,
                                                                      torch.float32)
     for both in (False, True):
         dense = dense_first_minimisers(query, reference, query_valid, reference_valid, None, None, None, both)
         result = nearest_neighbours(query, reference, query_valid=query_valid, reference_valid=reference_valid,
-                                    both_directions=both, chunk_size=5000)
+                                    both_directions=both, chunk_size=5000, exact=True)
         assert torch.equal(result.query_to_reference, dense[0])
         if both:
             assert torch.equal(result.reference_to_query, dense[1])
@@ -203,7 +213,7 @@ def test_points_without_a_partner_nominate_no_candidates(monkeypatch):
     inputs = point_sets("smooth", 5, [1500, 1500], [1600, 0], 3, torch.float32)
     for pruning in (False, True):
         nominated.clear()
-        result = search(*inputs, SpatialWeighting(), True, pruning=pruning)
+        result = search(*inputs, SpatialWeighting(), True, pruning=pruning, exact=True)
         assert (result.query_to_reference[1] == 0).all()
         assert sum(nominated) < 20 * 1500  # a few per point that has partners
 
@@ -229,11 +239,123 @@ def test_losses_and_gradients_are_bit_equal_with_and_without_pruning():
         for pruning in (False, True):
             leaves = [query.clone().requires_grad_(True), reference.clone().requires_grad_(True)]
             value = loss(query_xy, leaves[0], reference_xy, leaves[1], pred_valid=query_valid,
-                         target_valid=reference_valid, pruning=pruning)
+                         target_valid=reference_valid, pruning=pruning, exact=True)
             value.sum().backward()
             values[pruning] = (value.detach(), leaves[0].grad, leaves[1].grad)
         for unpruned, pruned in zip(values[False], values[True]):
             assert torch.equal(unpruned, pruned)
+
+
+# -- the search by tile cost, where nothing is pruned ----------------------------------------------
+
+def one_tile_costs(query, reference, query_valid, reference_valid, query_pos, reference_pos, weighting,
+                   both_directions):
+    """The expanded-form cost of every pair from one matmul: what the search computes when one tile
+    holds every pair (its factors are chamfer._tile_factors's, the weight is applied as the tiles do)."""
+    rows, columns, xy_rows, xy_columns = chamfer._tile_factors(
+        query, reference, query_pos, reference_pos, query_valid if both_directions else None, reference_valid,
+        weighting)
+    cost = torch.bmm(rows, columns)
+    return cost if weighting is None else cost * weighting.weight_from_base_(torch.bmm(xy_rows, xy_columns))
+
+
+def test_unpruned_search_takes_the_first_minimum_of_the_tile_cost(monkeypatch):
+    # Below the library's threshold pruning=True changes nothing, and the search (one tile here)
+    # returns the first minimiser of the expanded-form cost, not of the exact cost: on pixel-grid
+    # points with colours on 5 levels, exact ties that the expanded form rounds apart go to the
+    # partner its rounding favours (the data are checked to contain such points).
+    monkeypatch.setattr(chamfer, "PRUNE_MIN_REFERENCES", LIBRARY_PRUNE_MIN_REFERENCES)
+    inputs = point_sets("grid", 3, [600, 350], [700, 500], 3, torch.float32)
+    query_valid, reference_valid = inputs[2], inputs[3]
+    differs_from_exact = 0
+    for weighting in WEIGHTINGS + [None]:
+        for both in (False, True):
+            xy = inputs[4:] if weighting is not None else (None, None)
+            cost = one_tile_costs(*inputs[:4], *xy, weighting, both)
+            results = [nearest_neighbours(*inputs[:2], query_valid=query_valid, reference_valid=reference_valid,
+                                          query_pos=xy[0], reference_pos=xy[1], weighting=weighting,
+                                          both_directions=both, chunk_size=1 << 30, pruning=pruning)
+                       for pruning in (True, False)]
+            for result in results:
+                assert torch.equal(result.query_to_reference[query_valid], cost.argmin(2)[query_valid])
+                if both:
+                    assert torch.equal(result.reference_to_query[reference_valid],
+                                       cost.argmin(1)[reference_valid])
+            exact = nearest_neighbours(*inputs[:2], query_valid=query_valid, reference_valid=reference_valid,
+                                       query_pos=xy[0], reference_pos=xy[1], weighting=weighting,
+                                       both_directions=both, exact=True)
+            differs_from_exact += int((exact.query_to_reference != results[0].query_to_reference)[query_valid].sum())
+    assert differs_from_exact > 0
+
+
+def dyadic_point_sets(seed, counts_query, counts_reference, channels):
+    """Positions on multiples of 1/16 and values on multiples of 1/8 in [-1, 1]: every product and sum
+    of the expanded form (and of the weighting below) is exact in float32, so tile costs equal exact
+    costs whatever the tile, and the many exact ties fall in different tiles."""
+    g = torch.Generator().manual_seed(seed)
+
+    def padded(counts):
+        longest = max(counts)
+        xy = torch.randint(-16, 17, (len(counts), longest, 2), generator=g).float() / 16
+        values = torch.randint(-8, 9, (len(counts), longest, channels), generator=g).float() / 8
+        valid = torch.arange(longest)[None] < torch.tensor(counts)[:, None]
+        return xy * valid[..., None], values * valid[..., None], valid
+
+    query_xy, query, query_valid = padded(counts_query)
+    reference_xy, reference, reference_valid = padded(counts_reference)
+    return query, reference, query_valid, reference_valid, query_xy, reference_xy
+
+
+def test_unpruned_search_is_the_dense_first_minimiser_for_any_tiling_where_tile_costs_are_exact(monkeypatch):
+    # The tie rule across tiles: the first minimiser within a tile, the earlier tile's on equal
+    # minima, so that the choice equals one tile's (and here, with exact tile costs, the dense
+    # search's) for every chunk_size, in both directions.
+    monkeypatch.setattr(chamfer, "PRUNE_MIN_REFERENCES", LIBRARY_PRUNE_MIN_REFERENCES)
+    inputs = dyadic_point_sets(8, [700, 333], [900, 450], 3)
+    for weighting in (SpatialWeighting(xy_threshold=0.25), SpatialWeighting(xy_threshold=0.0, rgb_eps=0.5), None):
+        xy = inputs[4:] if weighting is not None else (None, None)
+        dense = dense_first_minimisers(*inputs[:4], *xy, weighting, True)
+        for chunk_size in (1, 1000, 1 << 14, 1 << 18):
+            result = nearest_neighbours(*inputs[:2], query_valid=inputs[2], reference_valid=inputs[3],
+                                        query_pos=xy[0], reference_pos=xy[1], weighting=weighting,
+                                        both_directions=True, chunk_size=chunk_size)
+            valid = inputs[2], inputs[3]  # (a padded query's index is meaningless here)
+            assert torch.equal(result.query_to_reference[valid[0]], dense[0][valid[0]]), (weighting, chunk_size)
+            assert torch.equal(result.reference_to_query[valid[1]], dense[1][valid[1]]), (weighting, chunk_size)
+
+
+def test_unpruned_losses_report_the_tile_choices_bit_for_bit(monkeypatch):
+    # The losses' values and gradients where nothing is pruned: _pair_cost (vectorised pow, values
+    # as given) at the tile cost's first minimisers, mean over the valid points.
+    monkeypatch.setattr(chamfer, "PRUNE_MIN_REFERENCES", LIBRARY_PRUNE_MIN_REFERENCES)
+    for loss, both, channels in ((pixel_chamfer_texture_loss, False, 3), (feature_chamfer_texture_loss, True, 4)):
+        query, reference, query_valid, reference_valid, query_xy, reference_xy = point_sets(
+            "grid", 4, [600, 350], [700, 500], channels, torch.float32)
+        # a strided channel axis, as point_set_from_mask gives
+        query = query.transpose(1, 2).contiguous().transpose(1, 2)
+        for weighting in WEIGHTINGS:
+            options = dict(xy_threshold=weighting.xy_threshold, k=weighting.k, alpha=weighting.alpha,
+                           rgb_eps=weighting.rgb_eps, pred_valid=query_valid, target_valid=reference_valid)
+            cost = one_tile_costs(query, reference, query_valid, reference_valid, query_xy, reference_xy, weighting,
+                                  both)
+            leaves = [query.clone().requires_grad_(True), reference.clone().requires_grad_(True)]
+            value = loss(query_xy, leaves[0], reference_xy, leaves[1], chunk_size=1 << 30, **options)
+            value.sum().backward()
+            expected_leaves = [query.clone().requires_grad_(True), reference.clone().requires_grad_(True)]
+            gather = lambda points, index: points.gather(  # noqa: E731
+                1, index[..., None].expand(-1, -1, points.shape[-1]))
+            index = cost.argmin(2)
+            expected = _masked_mean(_pair_cost(expected_leaves[0], gather(expected_leaves[1], index), query_xy,
+                                               gather(reference_xy, index), weighting), query_valid, reference_valid)
+            if both:
+                index = cost.argmin(1)
+                expected = (expected + _masked_mean(
+                    _pair_cost(expected_leaves[1], gather(expected_leaves[0], index), reference_xy,
+                               gather(query_xy, index), weighting), reference_valid, query_valid)) / 2
+            expected.sum().backward()
+            assert torch.equal(value, expected), (loss.__name__, weighting)
+            for leaf, expected_leaf in zip(leaves, expected_leaves):
+                assert torch.equal(leaf.grad, expected_leaf.grad), (loss.__name__, weighting)
 
 
 # -- real renders and targets ----------------------------------------------------------------------
@@ -287,12 +409,13 @@ def test_pruned_search_is_exact_on_real_renders_and_targets(real_pairs):
                     points = image_point_set(leaf, mask)
                     value = pixel_chamfer_texture_loss(points.positions, points.values, target.positions,
                                                        target.values, pred_valid=points.valid,
-                                                       target_valid=target.valid, pruning=pruning)
+                                                       target_valid=target.valid, pruning=pruning, exact=True)
                 else:
                     points = vgg.point_set(leaf, mask)
                     value = feature_chamfer_texture_loss(points.positions, points.values, target_features.positions,
                                                          target_features.values, pred_valid=points.valid,
-                                                         target_valid=target_features.valid, pruning=pruning)
+                                                         target_valid=target_features.valid, pruning=pruning,
+                                                         exact=True)
                 value.sum().backward()
                 results.append((value.detach(), leaf.grad))
             assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1]), name
@@ -314,6 +437,16 @@ def test_loss_value_is_the_dense_minimum_bit_for_bit(real_pairs):
 
 
 # -- the pieces the exactness rests on ---------------------------------------------------------------
+
+def test_grouped_row_minima_match_torch_on_plain_and_transposed_tiles():
+    # The exact search's tile minima; which partner wins a tie is decided by exact costs afterwards.
+    g = torch.Generator().manual_seed(7)
+    cost = torch.randint(0, 20, (2, 128, 256), generator=g).float()  # many ties
+    for tile in (cost, cost.transpose(1, 2)):
+        row_min, group_min = _row_minima(tile)
+        assert torch.equal(row_min, tile.amin(dim=2))
+        assert torch.equal(group_min, tile.reshape(2, tile.shape[1], -1, _MINIMA_GROUP).amin(dim=3))
+
 
 def test_pointwise_pow_gives_every_element_the_same_routine():
     # Contiguous pow on the CPU mixes a vectorised routine and libm's pow; a pair's weight must not

@@ -49,7 +49,7 @@ from meshinv.losses import (
     nearest_neighbours, pixel_chamfer_texture_loss, point_set_from_mask,
 )
 from meshinv.losses import chamfer
-from meshinv.losses.chamfer import _MINIMA_GROUP, _row_minima
+from meshinv.losses.chamfer import _MINIMA_GROUP, _min_along_rows, _row_minima
 from meshinv.models import ConvMeshGenerator, PatchDiscriminator, UVDiscriminator, load_generator
 from meshinv.models import save_generator_checkpoint
 from meshinv.models.camera import CameraPredictor, load_camera_predictor, save_camera_predictor
@@ -186,8 +186,13 @@ def test_chamfer_losses_and_nearest_neighbours_agree_with_the_cpu():
             assert gap.min() > 1e-9, f"{name}/{direction}: near-tie in the test data"
             assert torch.equal(index.cpu()[valid], two_best.indices.select(dim, 0)[valid]), f"{name}/{direction}"
 
-    # Ties: the tiles' grouped minima equal torch's on the device, and among exactly tied partners
-    # (pixel centres, colours on 5 levels) the search takes the first, as a dense search does.
+    # Ties: the grouped row minimum picks the first minimiser on the device too, as torch.min does.
+    cost = torch.randint(0, 20, (2, 5, 256), generator=g).double()
+    values, indices = _min_along_rows(cost.to(CUDA_DEVICE))
+    expected = cost.min(dim=2)
+    assert torch.equal(values.cpu(), expected.values) and torch.equal(indices.cpu(), expected.indices)
+    # The exact search: its tiles' grouped minima equal torch's on the device, and among exactly tied
+    # partners (pixel centres, colours on 5 levels) it takes the first, as a dense search does.
     cost = torch.randint(0, 20, (2, 128, 256), generator=g).double()
     for tile in (cost, cost.transpose(1, 2)):
         row_min, group_min = _row_minima(tile.to(CUDA_DEVICE))
@@ -201,7 +206,7 @@ def test_chamfer_losses_and_nearest_neighbours_agree_with_the_cpu():
             found = nearest_neighbours(*on_device(*tied[:2]), query_valid=tied[2].to(CUDA_DEVICE),
                                        reference_valid=tied[3].to(CUDA_DEVICE), query_pos=tied[4].to(CUDA_DEVICE),
                                        reference_pos=tied[5].to(CUDA_DEVICE), weighting=weighting,
-                                       both_directions=True, chunk_size=chunk, pruning=pruning)
+                                       both_directions=True, chunk_size=chunk, pruning=pruning, exact=True)
         assert torch.equal(found.query_to_reference.cpu(), dense[0]), f"ties, pruning={pruning}"
         assert torch.equal(found.reference_to_query.cpu(), dense[1]), f"ties, pruning={pruning}"
 

@@ -7,17 +7,23 @@ tiles of at most `chunk_size` (a, b) pairs, keeping per point only a running min
 candidates, so memory is O(P + Q) plus one tile, and every foreground pixel can be used.
 
 Which partner: a tile is a matmul of augmented vectors (the expanded form |x|^2 + |y|^2 - 2 x.y that
-the original also uses): fast, but rounded differently in different tiles. So tiles only nominate
-candidates, the partners within a proven bound on that rounding of the smallest tile cost, and each
-point takes the first partner (in reference order) of smallest exact cost, _pair_cost, computed from
-differences: the cost that the losses report. The result is a dense search's over _pair_cost,
-whatever the tiling, chunk_size or pruning.
+the original also uses): fast, but rounded differently in different tiles. Two searches use them:
+- by tile cost (the default): each point takes the partner of smallest tile cost, the first in
+  reference order among equal tile costs of a tile, the earlier tile's between tiles. A near-tie
+  (costs within the expanded form's rounding) goes to whichever partner that rounding favours.
+- exact (`exact=True`, and wherever the search prunes): tiles only nominate candidates, the partners
+  within a proven bound on that rounding of the smallest tile cost, and each point takes the first
+  partner (in reference order) of smallest exact cost, _pair_cost, computed from differences: the
+  cost that the losses report. The result is a dense search's over _pair_cost, whatever the tiling,
+  chunk_size or pruning. It costs more where many partners are near-tied (bench/RESULTS.md).
 
-Pruning (pixel texture loss, `pruning=True`): w >= 1 never decreases with D_s and D_c >= 0, so a
-pair costs at least w(D_s) rgb_eps. Both sets are cut into spatially compact blocks, and a block
-pair is visited only if a lower bound on its pairs' costs does not exceed an upper bound on the
-smallest cost of one of its points: the skipped pairs cannot be minimisers, and the result, values
-and gradients are those of the unpruned search, bit for bit.
+Pruning (pixel texture loss, `pruning=True`, from PRUNE_MIN_REFERENCES target points on): w >= 1
+never decreases with D_s and D_c >= 0, so a pair costs at least w(D_s) rgb_eps. Both sets are cut
+into spatially compact blocks, and a block pair is visited only if a lower bound on its pairs' costs
+does not exceed an upper bound on the smallest cost of one of its points: the skipped pairs cannot be
+minimisers, and the result, values and gradients are those of the unpruned exact search, bit for bit.
+Below the threshold (and for the mask loss, and the feature loss by default) the search by tile cost
+runs.
 
 Gradients: the minimum over b of D(a, b) has the gradient of D(a, b*) at the minimiser b* (as
 torch.min's backward does). So the search runs without autograd and the costs of the matched pairs
@@ -194,25 +200,29 @@ class SpatialWeighting:
     def eps(self) -> float:
         return 1.0 - (2.0 * self.k * self.xy_threshold) ** 2
 
-    def weight(self, squared_xy_distance: torch.Tensor) -> torch.Tensor:
-        return self.weight_from_base_(self.eps + self.k * squared_xy_distance)
+    def weight(self, squared_xy_distance: torch.Tensor, pointwise_pow: bool = False) -> torch.Tensor:
+        return self.weight_from_base_(self.eps + self.k * squared_xy_distance, pointwise_pow)
 
-    def weight_from_base_(self, base: torch.Tensor, fast_pow: bool = False) -> torch.Tensor:
+    def weight_from_base_(self, base: torch.Tensor, pointwise_pow: bool = False) -> torch.Tensor:
         """w from base = eps + k D_s, in place when base does not require grad.
 
         relu(x - 1) + 1 == max(x, 1). A negative base (possible only for xy_threshold >= 1/(2k))
         is treated as 0, i.e. w = 1, where the original's pow would give NaN for fractional alpha.
-        fast_pow: torch's vectorised pow, whose last bit can depend on where an element sits in the
-        tensor (see _pointwise_pow); fine for the search's tiles, which only select candidates.
+        pointwise_pow: every element through the same pow routine (_pointwise_pow), for the exact
+        searches; otherwise torch's vectorised pow, whose last bit can depend on where an element
+        sits in the tensor.
         """
         if self.alpha == 1:
             return base.clamp_min_(1.0) if not base.requires_grad else base.clamp_min(1.0)
-        if fast_pow and not base.requires_grad:
+        if pointwise_pow:
+            return _pointwise_pow(base.clamp_min(0.0), self.alpha).clamp_min(1.0)
+        if not base.requires_grad:
             return base.clamp_min_(0.0).pow_(self.alpha).clamp_min_(1.0)
-        return _pointwise_pow(base.clamp_min(0.0), self.alpha).clamp_min(1.0)
+        return base.clamp_min(0.0).pow(self.alpha).clamp_min(1.0)
 
-    def cost(self, squared_xy_distance: torch.Tensor, squared_value_distance: torch.Tensor) -> torch.Tensor:
-        return self.weight(squared_xy_distance) * (squared_value_distance + self.rgb_eps)
+    def cost(self, squared_xy_distance: torch.Tensor, squared_value_distance: torch.Tensor,
+             pointwise_pow: bool = False) -> torch.Tensor:
+        return self.weight(squared_xy_distance, pointwise_pow) * (squared_value_distance + self.rgb_eps)
 
 
 def _pointwise_pow(base: torch.Tensor, exponent: float) -> torch.Tensor:
@@ -229,19 +239,21 @@ def _pointwise_pow(base: torch.Tensor, exponent: float) -> torch.Tensor:
 
 
 def _pair_cost(query: torch.Tensor, reference: torch.Tensor, query_pos: Optional[torch.Tensor],
-               reference_pos: Optional[torch.Tensor], weighting: Optional[SpatialWeighting]) -> torch.Tensor:
+               reference_pos: Optional[torch.Tensor], weighting: Optional[SpatialWeighting],
+               exact: bool = False) -> torch.Tensor:
     """Cost of matched pairs: inputs (..., n, C) / (..., n, 2) with pair i in row i -> (..., n).
 
-    The one definition of a pair's cost: the search decides with it and the losses report it. Each
-    pair's value depends only on the pair (elementwise ops and sums over a contiguous last axis,
-    whose order torch keeps per row), so every path that evaluates a pair gets the same bits.
+    The one definition of a pair's cost: the losses report it, and the exact searches decide with it.
+    exact: each pair's value depends only on the pair (elementwise ops, a pointwise pow, and sums over
+    the last axis, whose order torch keeps per row if the inputs are contiguous), so every path that
+    evaluates a pair gets the same bits.
     """
     value_distance = ((query - reference) ** 2).sum(-1)
     if weighting is None:
         return value_distance
     # The spatial term selects which points may match; it is not optimised (docs/method.md section 7).
     xy_distance = ((query_pos.detach() - reference_pos.detach()) ** 2).sum(-1)
-    return weighting.cost(xy_distance, value_distance)
+    return weighting.cost(xy_distance, value_distance, pointwise_pow=exact)
 
 
 # -- the nearest-neighbour search ------------------------------------------------------------------
@@ -281,22 +293,23 @@ def _tile_cost(query_rows: torch.Tensor, reference_cols: torch.Tensor, query_xy_
     cost = torch.bmm(query_rows, reference_cols, out=cost_out)
     if weighting is not None:
         base = torch.bmm(query_xy_rows, reference_xy_cols, out=base_out)
-        cost.mul_(weighting.weight_from_base_(base, fast_pow=True))
+        cost.mul_(weighting.weight_from_base_(base))
     return cost
 
 
-_GROUP = 64  # tile widths are multiples of this
+_GROUP = 64  # tile widths are multiples of this; columns per group in _min_along_rows
 _MINIMA_GROUP = 32  # columns per group in _row_minima: _at_most scans only groups whose minimum qualifies
 _TILE_ROWS = 64  # preferred query rows per tile: amortises per-call overhead and running-min merges
 
 
-def _tile_shape(batch: int, num_query: int, num_reference: int, chunk_size: int, both_directions: bool
+def _tile_shape(batch: int, num_query: int, num_reference: int, chunk_size: int, both_directions: bool = False
                 ) -> tuple[int, int]:
     """(columns, rows) of a tile: about chunk_size pairs over the batch; columns a multiple of _GROUP
-    (num_query and num_reference are, see _visit_every_tile).
+    (or all references).
 
-    For both directions, rows are a multiple of _GROUP too, and about as many as columns, so that
-    the reverse direction's minima (over rows) also look inside few groups (see _at_most).
+    both_directions (the exact search, whose num_query and num_reference are multiples of _GROUP):
+    rows a multiple of _GROUP too, and about as many as columns, so that the reverse direction's
+    minima (over rows) also look inside few groups (see _at_most).
     """
     per_image = max(1, chunk_size // max(batch, 1))
     if both_directions:
@@ -308,17 +321,40 @@ def _tile_shape(batch: int, num_query: int, num_reference: int, chunk_size: int,
     return columns, max(1, per_image // columns)
 
 
+def _group_minima(cost: torch.Tensor, size: int) -> Optional[torch.Tensor]:
+    """(T, r, c) tile -> the minima of each group of `size` columns, (T, r, c / size); None unless
+    c is a multiple of size with more than one group (then grouping saves nothing)."""
+    columns = cost.shape[2]
+    if columns % size or columns == size:
+        return None
+    if cost.stride(2) == 1:
+        return cost.unflatten(2, (columns // size, size)).amin(dim=3)
+    # a transposed tile: reduce in memory order (along the strided axis it is ~40x slower)
+    return cost.transpose(1, 2).unflatten(1, (columns // size, size)).amin(dim=2).transpose(1, 2)
+
+
+def _min_along_rows(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cost.min(dim=2) for contiguous (B, r, c) tiles, same values and (first) indices, ~4x faster on CPU.
+
+    torch.min with indices is a scalar loop on the CPU (~1 ns per element), while amin is
+    vectorised (~0.1 ns). So: amin over groups of _GROUP columns, index-tracking min over the
+    c / _GROUP group minima, then over the winning group's members only.
+    """
+    group_min = _group_minima(cost, _GROUP)
+    if group_min is None:
+        return cost.min(dim=2)
+    minimum, group = group_min.min(dim=2)
+    groups = cost.unflatten(2, (-1, _GROUP))
+    members = groups.gather(2, group[:, :, None, None].expand(-1, -1, 1, _GROUP)).squeeze(2)
+    return minimum, group * _GROUP + members.argmin(dim=2)
+
+
 def _row_minima(cost: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(T, r, c) tile -> its row minima (T, r) and, when c is a multiple of _MINIMA_GROUP, the minima
     of each group of _MINIMA_GROUP columns (T, r, c / _MINIMA_GROUP), for _at_most."""
-    batch, rows, columns = cost.shape
-    if columns % _MINIMA_GROUP or columns == _MINIMA_GROUP:
+    group_min = _group_minima(cost, _MINIMA_GROUP)
+    if group_min is None:
         return cost.amin(dim=2), None
-    groups = columns // _MINIMA_GROUP
-    if cost.stride(2) == 1:
-        group_min = cost.unflatten(2, (groups, _MINIMA_GROUP)).amin(dim=3)
-    else:  # a transposed tile: reduce in memory order (along the strided axis it is ~40x slower)
-        group_min = cost.transpose(1, 2).unflatten(1, (groups, _MINIMA_GROUP)).amin(dim=2).transpose(1, 2)
     return group_min.amin(dim=2), group_min
 
 
@@ -547,7 +583,7 @@ class _Search:
         if self.weighting is not None:
             xy = (self.query_xy.index_select(0, queries), self.reference_xy.index_select(0, references))
         return _pair_cost(self.query_values.index_select(0, queries),
-                          self.reference_values.index_select(0, references), *xy, self.weighting)
+                          self.reference_values.index_select(0, references), *xy, self.weighting, exact=True)
 
     def result(self) -> "NearestNeighbours":
         self.forward.decide(self._valid, self._exact_cost)
@@ -560,29 +596,99 @@ class _Search:
         return NearestNeighbours(forward, reverse, self.pairs)
 
 
+def _tile_factors(query: torch.Tensor, reference: torch.Tensor, query_pos: Optional[torch.Tensor],
+                  reference_pos: Optional[torch.Tensor], query_valid: Optional[torch.Tensor],
+                  reference_valid: torch.Tensor, weighting: Optional[SpatialWeighting]):
+    """The matmul factors of the tiles: query rows (marked invalid where query_valid is False, if
+    given) and reference columns of the values, and, with a weighting, of the positions (eps + k D_s).
+    Padded points get a huge cost through their augmented norms: padded references are never chosen,
+    and padded queries (if marked) never win a reverse-direction minimum."""
+    query_rows = _augment_query(query, 1.0, weighting.rgb_eps if weighting is not None else 0.0, query_valid)
+    reference_cols = _augment_reference(reference, reference_valid)
+    if weighting is None:
+        return query_rows, reference_cols, None, None
+    return (query_rows, reference_cols, _augment_query(query_pos, weighting.k, weighting.eps, None),
+            _augment_reference(reference_pos, None))
+
+
+def _tiles(query_rows: torch.Tensor, reference_cols: torch.Tensor, query_xy_rows: Optional[torch.Tensor],
+           reference_xy_cols: Optional[torch.Tensor], weighting: Optional[SpatialWeighting], columns: int,
+           rows: int, column_order=None):
+    """Every (query, reference) pair, as (row slice, column slice, cost tile (B, <= rows, <= columns)),
+    band of rows after band of rows; within a band, column tiles in ascending order, or in the order
+    column_order(row_start, column starts) gives. A tile is overwritten by the next one."""
+    batch, num_query = query_rows.shape[:2]
+    num_reference = reference_cols.shape[2]
+    # Tiles are written into two buffers allocated once: a fresh ~1 MiB tensor per tile costs
+    # page faults on the CPU (glibc maps and unmaps it) that took longer than the tile's matmul.
+    cost_buffer = query_rows.new_empty(batch * min(rows, num_query) * columns)
+    base_buffer = torch.empty_like(cost_buffer) if weighting is not None else None
+    column_starts = list(range(0, num_reference, columns))
+    for row_start in range(0, num_query, rows):
+        rws = slice(row_start, row_start + rows)
+        for col_start in column_starts if column_order is None else column_order(row_start, column_starts):
+            cols = slice(col_start, col_start + columns)
+            tile_shape = (batch, min(rows, num_query - row_start), min(columns, num_reference - col_start))
+            tile_size = tile_shape[0] * tile_shape[1] * tile_shape[2]
+            yield rws, cols, _tile_cost(query_rows[:, rws], reference_cols[:, :, cols],
+                                        query_xy_rows[:, rws] if query_xy_rows is not None else None,
+                                        reference_xy_cols[:, :, cols] if reference_xy_cols is not None else None,
+                                        weighting, cost_buffer[:tile_size].view(tile_shape),
+                                        base_buffer[:tile_size].view(tile_shape) if base_buffer is not None else None)
+
+
+def _tiled_search(query, reference, query_valid, reference_valid, query_pos, reference_pos, weighting,
+                  both_directions, chunk_size) -> "NearestNeighbours":
+    """The search by tile cost (what nearest_neighbours runs unless it prunes or is asked to be exact):
+    each point takes the partner of smallest expanded-form (tile) cost, the first one in reference
+    order within a tile and, between tiles, the earlier tile's on equal minima. Fast, but a near-tie
+    (costs within the expanded form's rounding, ~1e-7 relative in float32) goes to whichever partner
+    that rounding favours."""
+    batch, num_query, _ = query.shape
+    num_reference = reference.shape[1]
+    device, dtype = query.device, query.dtype
+    best_ab = torch.full((batch, num_query), float("inf"), dtype=dtype, device=device)
+    index_ab = torch.zeros((batch, num_query), dtype=torch.long, device=device)
+    best_ba = index_ba = None
+    if both_directions:
+        best_ba = torch.full((batch, num_reference), float("inf"), dtype=dtype, device=device)
+        index_ba = torch.zeros((batch, num_reference), dtype=torch.long, device=device)
+    pairs = query_valid.sum(1) * reference_valid.sum(1)
+    if num_query == 0 or num_reference == 0:
+        return NearestNeighbours(index_ab, index_ba, pairs)
+    factors = _tile_factors(query, reference, query_pos, reference_pos, query_valid if both_directions else None,
+                            reference_valid, weighting)
+    columns, rows = _tile_shape(batch, num_query, num_reference, chunk_size)
+    for rws, cols, cost in _tiles(*factors, weighting, columns, rows):
+        tile_min, tile_arg = _min_along_rows(cost)
+        better = tile_min < best_ab[:, rws]
+        best_ab[:, rws] = torch.where(better, tile_min, best_ab[:, rws])
+        index_ab[:, rws] = torch.where(better, tile_arg + cols.start, index_ab[:, rws])
+        if both_directions:
+            tile_min, tile_arg = cost.min(dim=1)
+            better = tile_min < best_ba[:, cols]
+            best_ba[:, cols] = torch.where(better, tile_min, best_ba[:, cols])
+            index_ba[:, cols] = torch.where(better, tile_arg + rws.start, index_ba[:, cols])
+    return NearestNeighbours(index_ab, index_ba, pairs)
+
+
 def _visit_every_tile(search: _Search, query_valid: torch.Tensor, reference_valid: torch.Tensor, chunk_size: int
                       ) -> None:
-    """The unpruned search: every (query, reference) pair, in tiles of about chunk_size pairs."""
+    """The unpruned exact search: every (query, reference) pair, in tiles of about chunk_size pairs."""
     batch, num_query, num_reference = search.batch, search.num_query, search.num_reference
-    query, reference, query_pos, reference_pos = (search.tile_query, search.tile_reference, search.tile_query_xy,
-                                                  search.tile_reference_xy)
-    weighting, device = search.weighting, query.device
+    device = search.tile_query.device
     # Both sets padded to whole groups, so that every tile has grouped minima in both directions.
-    # Padded points get a huge cost through their augmented norms: padded references are never
-    # chosen, padded queries never win a reverse-direction minimum; their ids are the padding slot.
+    # Padded points' ids are the padding slot.
     def padded(points, valid):
-        extra = -points.shape[1] % _GROUP
-        return F.pad(points, (0, 0, 0, extra)), F.pad(valid, (0, extra))
-    (query, query_valid_padded), (reference, reference_valid_padded) = padded(query, query_valid), padded(
-        reference, reference_valid)
+        extra = -valid.shape[1] % _GROUP
+        return (F.pad(points, (0, 0, 0, extra)) if points is not None else None), F.pad(valid, (0, extra))
+    (query, query_valid_padded), (reference, reference_valid_padded) = (
+        padded(search.tile_query, query_valid), padded(search.tile_reference, reference_valid))
+    query_pos, reference_pos = padded(search.tile_query_xy, query_valid)[0], padded(search.tile_reference_xy,
+                                                                                   reference_valid)[0]
     both = search.reverse is not None
-    query_rows = _augment_query(query, 1.0, weighting.rgb_eps if weighting is not None else 0.0,
-                                query_valid_padded if both else None)
-    reference_cols = _augment_reference(reference, reference_valid_padded)
-    query_xy_rows = reference_xy_cols = None
-    if weighting is not None:
-        query_xy_rows = _augment_query(padded(query_pos, query_valid)[0], weighting.k, weighting.eps, None)
-        reference_xy_cols = _augment_reference(padded(reference_pos, reference_valid)[0], None)
+    factors = _tile_factors(query, reference, query_pos, reference_pos, query_valid_padded if both else None,
+                            reference_valid_padded, search.weighting)
     image = torch.arange(batch, device=device)[:, None]
     query_ids = torch.where(query_valid_padded, image * num_query + torch.arange(query.shape[1], device=device),
                             batch * num_query)
@@ -591,26 +697,15 @@ def _visit_every_tile(search: _Search, query_valid: torch.Tensor, reference_vali
                                 batch * num_reference)
     num_query, num_reference = query.shape[1], reference.shape[1]
     columns, rows = _tile_shape(batch, num_query, num_reference, chunk_size, both)
-    # Tiles are written into two buffers allocated once: a fresh ~1 MiB tensor per tile costs
-    # page faults on the CPU (glibc maps and unmaps it) that took longer than the tile's matmul.
-    cost_buffer = query_rows.new_empty(batch * min(rows, num_query) * columns)
-    base_buffer = torch.empty_like(cost_buffer) if weighting is not None else None
-    column_starts = list(range(0, num_reference, columns))
-    for row_start in range(0, num_query, rows):
-        rws = slice(row_start, row_start + rows)
+
+    def middle_first(row_start, column_starts):
         # Points come in raster order (point_set_from_mask): start with the columns at the same
         # relative place, then move outwards, so that later tiles rarely improve (nominate) anything.
         middle = (row_start + rows / 2) / num_query * num_reference
-        for col_start in sorted(column_starts, key=lambda start: abs(start + columns / 2 - middle)):
-            cols = slice(col_start, col_start + columns)
-            tile_shape = (batch, min(rows, num_query - row_start), min(columns, num_reference - col_start))
-            tile_size = tile_shape[0] * tile_shape[1] * tile_shape[2]
-            cost = _tile_cost(query_rows[:, rws], reference_cols[:, :, cols],
-                              query_xy_rows[:, rws] if query_xy_rows is not None else None,
-                              reference_xy_cols[:, :, cols] if reference_xy_cols is not None else None,
-                              weighting, cost_buffer[:tile_size].view(tile_shape),
-                              base_buffer[:tile_size].view(tile_shape) if base_buffer is not None else None)
-            search.visit(cost, query_ids[:, rws], reference_ids[:, cols])
+        return sorted(column_starts, key=lambda start: abs(start + columns / 2 - middle))
+
+    for rws, cols, cost in _tiles(*factors, search.weighting, columns, rows, middle_first):
+        search.visit(cost, query_ids[:, rws], reference_ids[:, cols])
     search.pairs = query_valid.sum(1) * reference_valid.sum(1)
 
 
@@ -702,7 +797,8 @@ def _block_lower_bounds(queries: _Blocks, references: _Blocks, weighting: Spatia
     u = torch.finfo(queries.xy_box.dtype).eps / 2
     channels = queries.value_box.shape[-1]
     value_distance = _squared_box_distance(queries.value_box, references.value_box) * (1 - 4 * (channels + 1) * u)
-    bound = weighting.cost(_squared_box_distance(queries.xy_box, references.xy_box), value_distance)
+    bound = weighting.cost(_squared_box_distance(queries.xy_box, references.xy_box), value_distance,
+                           pointwise_pow=True)
     bound = bound * (1 - _MARGIN_ULPS * u)
     usable = (queries.count > 0)[:, :, None] & (references.count > 0)[:, None, :]
     return bound.masked_fill(~usable, float("inf"))
@@ -732,14 +828,13 @@ def _visit_pruned(search: _Search, query, reference, query_valid, reference_vali
     sorted_reference_valid = references.valid.view(batch, -1)
     # One row per block, values and positions side by side, so that a tile takes two gathers.
     width = query.shape[-1] + 2
-    query_rows = torch.cat([
-        _augment_query(queries.rows(search.tile_query), 1.0, weighting.rgb_eps, sorted_query_valid if both else None),
-        _augment_query(queries.rows(search.tile_query_xy), weighting.k, weighting.eps, None),
-    ], dim=-1).view(batch * query_blocks, _QUERY_BLOCK, -1)
-    reference_cols = torch.cat([
-        _augment_reference(references.rows(search.tile_reference), sorted_reference_valid),
-        _augment_reference(references.rows(search.tile_reference_xy), None),
-    ], dim=1).view(batch, -1, reference_blocks, _REFERENCE_BLOCK).transpose(1, 2)
+    query_rows, reference_cols, query_xy_rows, reference_xy_cols = _tile_factors(
+        queries.rows(search.tile_query), references.rows(search.tile_reference), queries.rows(search.tile_query_xy),
+        references.rows(search.tile_reference_xy), sorted_query_valid if both else None, sorted_reference_valid,
+        weighting)
+    query_rows = torch.cat([query_rows, query_xy_rows], dim=-1).view(batch * query_blocks, _QUERY_BLOCK, -1)
+    reference_cols = torch.cat([reference_cols, reference_xy_cols], dim=1).view(
+        batch, -1, reference_blocks, _REFERENCE_BLOCK).transpose(1, 2)
     reference_cols = reference_cols.reshape(batch * reference_blocks, -1, _REFERENCE_BLOCK)
     query_ids = queries.ids.view(batch * query_blocks, _QUERY_BLOCK)
     reference_ids = references.ids.view(batch * reference_blocks, _REFERENCE_BLOCK)
@@ -798,7 +893,8 @@ class NearestNeighbours:
     """Result of nearest_neighbours().
 
     query_to_reference  (B, P) long: index into the reference set of each query point's minimiser
-                        (0 for padded query points or an empty reference set).
+                        (0 for an empty reference set; for padded query points, 0 from the exact
+                        search and meaningless from the tiled one).
     reference_to_query  (B, Q) long or None: the same for the reverse direction, if asked for.
     pairs               (B,) long: (valid query, valid reference) pairs whose cost the search
                         computed (P_b Q_b without pruning).
@@ -809,9 +905,9 @@ class NearestNeighbours:
     pairs: Optional[torch.Tensor] = None
 
 
-# Below this many reference points (the padded length), nearest_neighbours(pruning=True) runs the
-# unpruned search: at 96 x 96 (about 2,000 foreground pixels) a block is a large part of the bound's
-# reach, too few pairs are skipped to pay for the blocks' bookkeeping (bench/RESULTS.md).
+# Below this many reference points (the padded length), nearest_neighbours(pruning=True) does not
+# prune: at 96 x 96 (about 2,000 foreground pixels) a block is a large part of the bound's reach, too
+# few pairs are skipped to pay for the blocks' bookkeeping (bench/RESULTS.md).
 PRUNE_MIN_REFERENCES = 24 * _REFERENCE_BLOCK
 
 
@@ -821,17 +917,26 @@ def can_prune(weighting: Optional[SpatialWeighting], num_reference: int) -> bool
     return weighting is not None and weighting.rgb_eps > 0 and num_reference >= PRUNE_MIN_REFERENCES
 
 
+def decides_exactly(weighting: Optional[SpatialWeighting], num_reference: int, pruning: bool, exact: bool) -> bool:
+    """Whether nearest_neighbours(pruning=pruning, exact=exact) decides by the exact pair cost: when
+    asked to, and wherever it prunes (a pruned search is exact)."""
+    return exact or (pruning and can_prune(weighting, num_reference))
+
+
 @torch.no_grad()
 def nearest_neighbours(query: torch.Tensor, reference: torch.Tensor, *, query_valid: torch.Tensor,
                        reference_valid: torch.Tensor, query_pos: Optional[torch.Tensor] = None,
                        reference_pos: Optional[torch.Tensor] = None, weighting: Optional[SpatialWeighting] = None,
                        both_directions: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                       pruning: bool = True) -> NearestNeighbours:
+                       pruning: bool = True, exact: bool = False) -> NearestNeighbours:
     """Index of the minimum-cost partner of every point, without materialising the P x Q costs.
 
-    The minimiser is that of _pair_cost, the exact cost the losses report, the first one in
-    reference order among equal costs: the same as a dense search over _pair_cost's matrix, for any
-    chunk_size and with or without pruning.
+    Two searches (see decides_exactly for which runs):
+    - by tile cost (_tiled_search): the smallest expanded-form cost of the tiles, first in reference
+      order on equal tile costs; near-ties go to whichever partner the tiles' rounding favours.
+    - exact: the minimiser of _pair_cost, the cost the losses report, the first one in reference
+      order among equal costs: the same as a dense search over _pair_cost's matrix, for any
+      chunk_size, with or without pruning.
 
     Args:
         query: (B, P, C) values of set A; reference: (B, Q, C) values of set B.
@@ -842,21 +947,25 @@ def nearest_neighbours(query: torch.Tensor, reference: torch.Tensor, *, query_va
             same cost matrix, minimised over the other axis; computed in the same tile pass).
         chunk_size: about this many (query, reference) pairs per tile, summed over the batch (at
             least one query row against 64 references per image).
-        pruning: skip the pairs that a spatial lower bound shows cannot be minimisers (texture cost
-            only, see can_prune; same result, fewer pairs).
+        pruning: where can_prune allows, run the exact search and skip the pairs that a spatial lower
+            bound shows cannot be minimisers (the exact search's result, fewer pairs); elsewhere
+            this flag changes nothing.
+        exact: run the exact search even where it does not prune (the reference for the pruned one).
     """
-    batch, num_query, _ = query.shape
-    num_reference = reference.shape[1]
+    num_query, num_reference = query.shape[1], reference.shape[1]
     if weighting is not None and (query_pos is None or reference_pos is None):
         raise ValueError("the weighted cost needs query_pos and reference_pos")
+    if not decides_exactly(weighting, num_reference, pruning, exact):
+        return _tiled_search(query, reference, query_valid, reference_valid, query_pos, reference_pos, weighting,
+                             both_directions, chunk_size)
     search = _Search(query, reference, query_valid, reference_valid, query_pos, reference_pos, weighting,
                      both_directions)
     if num_query == 0 or num_reference == 0:
         return search.result()
     if pruning and can_prune(weighting, num_reference):
         _visit_pruned(search, query, reference, query_valid, reference_valid, query_pos, reference_pos, chunk_size)
-        return search.result()
-    _visit_every_tile(search, query_valid, reference_valid, chunk_size)
+    else:
+        _visit_every_tile(search, query_valid, reference_valid, chunk_size)
     return search.result()
 
 
@@ -933,13 +1042,16 @@ def chamfer_mask_loss(pred_xy: PointsLike, target_xy: PointsLike, *, pred_valid:
 
 
 def _weighted_chamfer(pred_pos, pred_values, target_pos, target_values, pred_valid, target_valid, weighting,
-                      both_directions, chunk_size, pruning, names) -> torch.Tensor:
+                      both_directions, chunk_size, pruning, exact, names) -> torch.Tensor:
     pred_pos, pred_valid = _as_padded(pred_pos, pred_valid, names[0], 2)
     target_pos, target_valid = _as_padded(target_pos, target_valid, names[2], 2)
-    # Contiguous values: a sum over a strided channel axis may add in another order than the
-    # search's (contiguous) candidate costs, and the reported minimum would differ in the last bit.
-    pred_values = _as_padded(pred_values, pred_valid, names[1])[0].contiguous()
-    target_values = _as_padded(target_values, target_valid, names[3])[0].contiguous()
+    pred_values, _ = _as_padded(pred_values, pred_valid, names[1])
+    target_values, _ = _as_padded(target_values, target_valid, names[3])
+    exact = decides_exactly(weighting, target_values.shape[1], pruning, exact)
+    if exact:
+        # Contiguous values: a sum over a strided channel axis may add in another order than the
+        # search's (contiguous) candidate costs, and the reported minimum would differ in the last bit.
+        pred_values, target_values = pred_values.contiguous(), target_values.contiguous()
     if pred_values.shape[-1] != target_values.shape[-1]:
         raise ValueError(f"{names[1]} and {names[3]} differ in channels: "
                          f"{pred_values.shape[-1]} vs {target_values.shape[-1]}")
@@ -948,16 +1060,16 @@ def _weighted_chamfer(pred_pos, pred_values, target_pos, target_values, pred_val
         return (pred_values.sum(dim=(1, 2)) + target_values.sum(dim=(1, 2))) * 0  # nothing to match
     match = nearest_neighbours(pred_values, target_values, query_valid=pred_valid, reference_valid=target_valid,
                                query_pos=pred_pos, reference_pos=target_pos, weighting=weighting,
-                               both_directions=both_directions, chunk_size=chunk_size, pruning=pruning)
+                               both_directions=both_directions, chunk_size=chunk_size, pruning=pruning, exact=exact)
     index = match.query_to_reference
     cost_ab = _pair_cost(pred_values, _gather_rows(target_values, index), pred_pos, _gather_rows(target_pos, index),
-                         weighting)
+                         weighting, exact)
     loss = _masked_mean(cost_ab, pred_valid, target_valid)
     if not both_directions:
         return loss
     index = match.reference_to_query
     cost_ba = _pair_cost(target_values, _gather_rows(pred_values, index), target_pos, _gather_rows(pred_pos, index),
-                         weighting)
+                         weighting, exact)
     return (loss + _masked_mean(cost_ba, target_valid, pred_valid)) / 2
 
 
@@ -965,7 +1077,8 @@ def pixel_chamfer_texture_loss(pred_pos: PointsLike, pred_rgb: PointsLike, targe
                                target_rgb: PointsLike, *, xy_threshold: float = 0.16, k: float = 1.0,
                                alpha: float = 1.0, rgb_eps: float = 1.0, pred_valid: Optional[torch.Tensor] = None,
                                target_valid: Optional[torch.Tensor] = None,
-                               chunk_size: int = DEFAULT_CHUNK_SIZE, pruning: bool = True) -> torch.Tensor:
+                               chunk_size: int = DEFAULT_CHUNK_SIZE, pruning: bool = True,
+                               exact: bool = False) -> torch.Tensor:
     """Pixel-level Chamfer texture loss, one direction (prediction -> target), per image.
 
     L = mean_a min_b w(|p_a - p_b|^2) (|c_a - c_b|^2 + rgb_eps), see SpatialWeighting (weight 1.0 in
@@ -979,22 +1092,24 @@ def pixel_chamfer_texture_loss(pred_pos: PointsLike, pred_rgb: PointsLike, targe
             arguments below are keyword-only.
         pred_valid, target_valid: (B, P), (B, Q) bool masks for padded tensors (default: all valid).
         chunk_size: pairs per tile of the nearest-neighbour search.
-        pruning: skip the pairs that a spatial lower bound rules out (same result; see
-            nearest_neighbours).
+        pruning: from PRUNE_MIN_REFERENCES target points on, run the exact search and skip the pairs
+            that a spatial lower bound rules out (see nearest_neighbours); no effect below.
+        exact: decide by the exact pair cost everywhere (the unpruned reference of the pruned search).
 
     Returns:
         (B,) loss, differentiable w.r.t. both colour sets (positions are not differentiated).
     """
     weighting = SpatialWeighting(xy_threshold, k, alpha, rgb_eps)
     return _weighted_chamfer(pred_pos, pred_rgb, target_pos, target_rgb, pred_valid, target_valid, weighting,
-                             False, chunk_size, pruning, ("pred_pos", "pred_rgb", "target_pos", "target_rgb"))
+                             False, chunk_size, pruning, exact, ("pred_pos", "pred_rgb", "target_pos", "target_rgb"))
 
 
 def feature_chamfer_texture_loss(pred_pos: PointsLike, pred_feat: PointsLike, target_pos: PointsLike,
                                  target_feat: PointsLike, *, xy_threshold: float = 0.16, k: float = 1.0,
                                  alpha: float = 1.0, rgb_eps: float = 1.0, pred_valid: Optional[torch.Tensor] = None,
                                  target_valid: Optional[torch.Tensor] = None,
-                                 chunk_size: int = DEFAULT_CHUNK_SIZE, pruning: bool = False) -> torch.Tensor:
+                                 chunk_size: int = DEFAULT_CHUNK_SIZE, pruning: bool = False,
+                                 exact: bool = False) -> torch.Tensor:
     """Feature-level Chamfer texture loss, mean of both directions, per image.
 
     L = (mean_a min_b D + mean_b min_a D) / 2 with the same D as pixel_chamfer_texture_loss, on
@@ -1005,7 +1120,7 @@ def feature_chamfer_texture_loss(pred_pos: PointsLike, pred_feat: PointsLike, ta
             likewise (B, Q, ...). Lists of per-image tensors are accepted too.
         pruning: off by default: feature distances are large next to rgb_eps, so the bound
             w(D_s) rgb_eps rules out few pairs (about 10% on real images, bench/RESULTS.md) and the
-            pruned search is slower here. Same result either way.
+            pruned search is slower here. Pruned, the exact search's result.
         Other arguments as pixel_chamfer_texture_loss.
 
     Returns:
@@ -1013,4 +1128,4 @@ def feature_chamfer_texture_loss(pred_pos: PointsLike, pred_feat: PointsLike, ta
     """
     weighting = SpatialWeighting(xy_threshold, k, alpha, rgb_eps)
     return _weighted_chamfer(pred_pos, pred_feat, target_pos, target_feat, pred_valid, target_valid, weighting,
-                             True, chunk_size, pruning, ("pred_pos", "pred_feat", "target_pos", "target_feat"))
+                             True, chunk_size, pruning, exact, ("pred_pos", "pred_feat", "target_pos", "target_feat"))
