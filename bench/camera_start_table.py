@@ -20,7 +20,7 @@ def row(name: str, metrics: dict) -> str:
     inversion = metrics.get("inversion", {})
     seconds = inversion.get("seconds_per_image")
     sources = ", ".join(f"{k} {v}" for k, v in sorted(inversion.get("camera_sources", {}).items()))
-    images = metrics["counts"].get("mask_iou", "?")
+    images = metrics["counts"].get("per_metric", {}).get("mask_iou", "?")
     return (f"| {name} | {images} | " + " | ".join(cells) + f" | {'-' if seconds is None else f'{seconds:.2f}'} | "
             f"{sources} |")
 

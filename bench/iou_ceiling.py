@@ -74,10 +74,35 @@ def main() -> None:
         oracle(cfg, template, root, args.oracle)
 
 
-def oracle(cfg: ExperimentConfig, template, root: Path, count: int, steps: int = 300) -> None:
+def fit_oracle_z(generator, template, vertices: torch.Tensor, class_ids, candidates: torch.Tensor,
+                 steps: int = 300) -> torch.Tensor:
+    """(1, D) z whose mesh is closest to the true vertices (1, V, 3): the best of the candidates,
+    then `steps` Adam steps on the mean squared vertex distance (3D supervision)."""
+
+    def vertex_error(z):
+        _, mesh_map = generator(z, None if class_ids is None else class_ids.expand(len(z)))
+        return ((template.vertex_positions(mesh_map) - vertices) ** 2).sum(-1).mean(-1)
+
+    with torch.no_grad():
+        z = candidates[vertex_error(candidates).argmin()][None].clone()
+    z.requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=0.05)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        vertex_error(z).sum().backward()
+        optimizer.step()
+    return z.detach()
+
+
+def frozen_generator(cfg: ExperimentConfig):
     generator = load_generator(cfg.inversion.checkpoint, template=cfg.template, model=cfg.model).eval()
     for parameter in generator.parameters():
         parameter.requires_grad_(False)
+    return generator
+
+
+def oracle(cfg: ExperimentConfig, template, root: Path, count: int, steps: int = 300) -> None:
+    generator = frozen_generator(cfg)
     crop = cfg.inversion.crop
     dataset = SyntheticDataset(root, crop)
     renderer = make_renderer(cfg.inversion.render_settings)
@@ -88,19 +113,7 @@ def oracle(cfg: ExperimentConfig, template, root: Path, count: int, steps: int =
         sample = dataset[index]
         target = sample.gt["vertices"].float()[None]
         classes = torch.tensor([sample.class_id]) if generator.n_classes else None
-
-        def vertex_error(z):
-            _, mesh_map = generator(z, None if classes is None else classes.expand(len(z)))
-            return ((template.vertex_positions(mesh_map) - target) ** 2).sum(-1).mean(-1)
-
-        with torch.no_grad():
-            z = candidates[vertex_error(candidates).argmin()][None].clone()
-        z.requires_grad_(True)
-        optimizer = torch.optim.Adam([z], lr=0.05)
-        for _ in range(steps):
-            optimizer.zero_grad()
-            vertex_error(z).sum().backward()
-            optimizer.step()
+        z = fit_oracle_z(generator, template, target, classes, candidates, steps)
         camera = WeakPerspectiveCamera.from_tensor(sample.camera[None].float())
         mask = sample.mask[0] > 0.5
         with torch.no_grad():

@@ -174,6 +174,9 @@ NUMERIC_TESTS = (
     "test_pretrain.py::test_resuming", "test_pretrain.py::test_two_gloo", "test_pretrain.py::test_short_run",
     "test_fid.py::test_frechet", "test_fid.py::test_inception", "test_fid.py::test_fid_metrics",
     "test_fid.py::test_voxeliser", "test_fid.py::test_iou_3d", "test_cuda.py", "test_camera_search.py",
+    "test_selection.py", "test_appearance_metrics.py", "test_ablation_losses.py",
+    "test_refine.py::test_the_texture_stage", "test_refine.py::test_the_texture_strength", "test_refine.py::test_the_shape_stage",
+    "test_refine.py::test_the_inversion_reports",
     "test_chamfer_pruning.py",
 )
 

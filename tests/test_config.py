@@ -272,6 +272,11 @@ def test_dry_run_refuses_what_a_run_refuses(capsys):
     ("evaluation.crop.img_size=0", "evaluation.crop.img_size must be >= 1, got 0"),
     ("evaluation.fid.batch_size=0", "evaluation.fid.batch_size must be >= 1, got 0"),
     ("device=gpu", "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("inversion.loss.texture_loss=perceptual",
+     "inversion.loss.texture_loss must be one of 'chamfer', 'l1', 'contextual', got 'perceptual'"),
+    ("inversion.loss.mask_loss=iou", "inversion.loss.mask_loss must be one of 'chamfer', 'raster', got 'iou'"),
+    ("inversion.loss.contextual_bandwidth=0", "inversion.loss.contextual_bandwidth must be a finite number > 0"),
+    ("inversion.loss.contextual_eps=.nan", "inversion.loss.contextual_eps must be a finite number"),
 ])
 def test_every_section_of_the_experiment_is_validated(override, message):
     from meshinv.config import ExperimentConfig

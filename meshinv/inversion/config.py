@@ -26,7 +26,7 @@ from typing import Literal, Optional, TypeVar
 from ..data.camera_predictions import TRUSTED_OVERLAY_IOU
 from ..data.preprocess import CropConfig
 from ..render.settings import RenderSettings
-from ..utils.config import SettingError, at_least, check, non_empty, require, validate_config
+from ..utils.config import SettingError, at_least, check, non_empty, require, validate_config, within
 
 T = TypeVar("T")
 
@@ -69,8 +69,8 @@ def validate_inversion(cfg) -> None:
 class InversionLossConfig:
     """Weights and parameters of the inversion objective (a weight of 0 turns a term off)."""
 
-    mask_weight: float = 10.0        # Chamfer mask loss
-    pixel_weight: float = 1.0        # pixel-level Chamfer texture loss
+    mask_weight: float = 10.0        # the mask term (mask_loss)
+    pixel_weight: float = 1.0        # the pixel-level texture term (texture_loss)
     feature_weight: float = 0.04     # VGG-19 feature-level Chamfer texture loss
     smoothness_weight: float = 0.0   # off in the paper's inversion (5e-5 when on)
     nll_weight: float = 0.05         # latent norm
@@ -93,6 +93,16 @@ class InversionLossConfig:
     # in summary.json (`left_out`) and report.md; "random" computes it with random VGG weights
     # (tests and smoke runs only: the term is then meaningless; recorded as `random_weights`).
     on_missing_vgg: Literal["error", "skip", "random"] = "error"
+    # The paper's loss ablation (docs/method.md section 7); the paper's loss is chamfer / chamfer.
+    # texture_loss, the pixel-level texture term: "chamfer" (the pixel-level Chamfer texture loss),
+    # "l1" (mean |rendering - input| over the target mask), "contextual" (Mechrez et al. 2018 on the
+    # foreground colours, with contextual_bandwidth h and contextual_eps).
+    texture_loss: Literal["chamfer", "l1", "contextual"] = "chamfer"
+    # mask_loss: "chamfer" (projected vertices vs. mask pixels) or "raster" (1 - soft IoU of the
+    # renderer's soft silhouette and the mask).
+    mask_loss: Literal["chamfer", "raster"] = "chamfer"
+    contextual_bandwidth: float = 0.5
+    contextual_eps: float = 1e-5
 
     RUN_ONLY = ("chunk_size", "chamfer_pruning")  # how the searches run, not what they find
 
@@ -100,6 +110,8 @@ class InversionLossConfig:
         weights = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)]
         check(self, weights, _finite_at_least_zero, "a finite number >= 0")
         at_least(self, 1, "subsample_points", "chunk_size")
+        check(self, ("contextual_bandwidth", "contextual_eps"), lambda v: math.isfinite(v) and v > 0,
+              "a finite number > 0")
 
 
 @dataclass
@@ -178,6 +190,52 @@ class ExportConfig:
         return RenderSettings(self.turntable_size)
 
 
+@dataclass
+class RefineConfig:
+    """The optional refinement after the inversion (meshinv/inversion/refine.py, docs/method.md
+    section 6): past the prior where the image gives evidence, the prior's output elsewhere. Off
+    unless `texture` or `shape` is on; the other keys are their knobs."""
+
+    texture: bool = False            # project the input onto the seen texels and blend it with the generated texture
+    shape: bool = False              # a residual on the deformation map, fitted to the mask (camera fixed)
+    # shape: Adam steps on mask_weight * Chamfer mask + smoothness_weight * smoothness
+    # + closeness_weight * mean squared vertex move from the inverted mesh
+    steps: int = 50
+    lr: float = 0.01
+    mask_weight: float = 10.0
+    smoothness_weight: float = 1.0e-3
+    closeness_weight: float = 10.0
+    # texture: a texel takes image colour where its point on the mesh is visible (within
+    # depth_tolerance NDC of the nearest surface), faces the camera (normal z > min_facing) and lands
+    # on the target mask eroded by mask_erode px; its weight grows from 0 at min_facing to 1 at
+    # full_facing, and ramps up over `feather` texels from the seen region's border (UV space).
+    min_facing: float = 0.2
+    full_facing: float = 0.9
+    depth_tolerance: float = 0.02
+    mask_erode: int = 2
+    feather: int = 8
+    # Symmetric templates: a seen texel's colour also goes to its mirror texel (the other side of
+    # the object) where that is seen less squarely.
+    mirror: bool = True
+    # The largest blend weight: image colour and generated colour mixed where a texel is seen best.
+    # Below 1 a colour the camera or mesh put on a slightly wrong texel counts less.
+    texture_strength: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.texture or self.shape
+
+    def validate(self) -> None:
+        at_least(self, 0, "steps", "mask_erode")
+        at_least(self, 1, "feather")
+        check(self, ("lr", "mask_weight", "smoothness_weight", "closeness_weight", "depth_tolerance"),
+              _finite_at_least_zero, "a finite number >= 0")
+        within(self, -1, 1, "min_facing", "full_facing")  # cosines
+        within(self, 0, 1, "texture_strength")
+        require(self.full_facing > self.min_facing, "full_facing",
+                f"must be above min_facing ({self.min_facing}), got {self.full_facing}")
+
+
 def _project(config, cls: type[T]) -> T:
     return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
@@ -210,6 +268,7 @@ class InversionAlgorithm:
     recompute_target_features: bool = False
     loss: InversionLossConfig = field(default_factory=InversionLossConfig)
     camera_init: CameraInitConfig = field(default_factory=CameraInitConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)   # off by default
 
     RUN_ONLY = ("init_batch_size", "select_cache_mb", "recompute_target_features")  # how much is computed at once, not what
 
@@ -232,7 +291,7 @@ class InversionAlgorithm:
             require(count == stages, name, f"must have one entry per stage of iterations ({stages}), got {count}")
         check(self, ("z_lrs", "camera_lrs"), lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
         check(self, ("betas",), lambda v: 0 <= v < 1, "in [0, 1)")
-        _validate_parts(self, "crop", "loss", "camera_init")
+        _validate_parts(self, "crop", "loss", "camera_init", "refine")
 
     @property
     def render_settings(self) -> RenderSettings:

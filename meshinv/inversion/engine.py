@@ -28,6 +28,7 @@ from ..utils.masks import mask_iou
 from .camera_search import CameraSearch, CameraSearchResult
 from .config import InversionAlgorithm, validate_inversion
 from .objective import InversionObjective, InversionTargets, ObjectiveOutput, left_out_terms, load_feature_vgg
+from .refine import refine_batch
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class BatchResult:
     init_loss: torch.Tensor      # (B,)
     seconds: float               # wall time of the whole batch
     history: list[dict[str, list[float]]] = field(default_factory=list)  # per image: term -> per-step values
+    # per image, what the refinement did (meshinv/inversion/refine.py: Refinement.info); empty when off
+    refine: list[dict] = field(default_factory=list)
 
     def non_finite(self, i: int) -> Optional[str]:
         """Why image i's result is unusable (the outputs holding NaN or infinities), or None."""
@@ -357,14 +360,21 @@ class Inverter:
             final_camera[:, 3:] = normalize_quaternion(final_camera[:, 3:])
             out, texture, mesh_map = self._evaluate(z.detach(), final_camera, class_ids, targets)
             iou = mask_iou(out.render.mask[:, 0], masks[:, 0]).to(out.total.dtype)
+        vertices, render, render_mask, refined = out.vertices, out.render.image, out.render.mask, []
+        if self.cfg.refine.enabled:  # the losses stay the inversion's; the rest is the refined result's
+            refinement = refine_batch(images, masks, final_camera, mesh_map, texture, self.template, self.cfg.refine,
+                                      self.renderer, self.objective.chunk_size)
+            mesh_map, vertices, texture = refinement.mesh_map, refinement.vertices, refinement.texture
+            render, render_mask, iou, refined = (refinement.render, refinement.render_mask, refinement.iou,
+                                                 refinement.info)
         losses = [{**{name: float(value[i]) for name, value in out.terms.items()}, "total": float(out.total[i])}
                   for i in range(len(image_ids))]
         return BatchResult(
             z=z.detach().cpu(), class_ids=(class_ids.cpu() if class_ids is not None
                                             else torch.full((len(image_ids),), -1, dtype=torch.long)), camera=final_camera.cpu(), camera_init=cameras.cpu(), texture=texture.cpu(),
-            mesh_map=mesh_map.cpu(), vertices=out.vertices.cpu(), render=out.render.image.cpu(),
-            render_mask=out.render.mask.cpu(), iou=iou.cpu(), losses=losses, init_loss=init_loss.cpu(),
-            seconds=time.perf_counter() - start_time, history=history,
+            mesh_map=mesh_map.cpu(), vertices=vertices.cpu(), render=render.cpu(),
+            render_mask=render_mask.cpu(), iou=iou.cpu(), losses=losses, init_loss=init_loss.cpu(),
+            seconds=time.perf_counter() - start_time, history=history, refine=refined,
         )
 
 

@@ -6,7 +6,9 @@ gradient of that image's own loss.
 
 Terms (docs/method.md section 7; `InversionLossConfig` holds the weights):
     mask        Chamfer distance between all projected vertices and the target mask's pixel centres
-    pixel       pixel-level Chamfer texture loss, rendering -> target
+                (mask_loss: raster, 1 - soft IoU of the soft silhouette and the mask, for the ablation)
+    pixel       pixel-level Chamfer texture loss, rendering -> target (texture_loss: l1 or
+                contextual for the ablation)
     feature     VGG-19 relu3_1 feature-level Chamfer texture loss, both directions
     smoothness  neighbouring face normals (off by default in inversion)
     nll         latent norm mean(z^2 / 2)
@@ -24,8 +26,8 @@ from ..geometry.camera import WeakPerspectiveCamera
 from ..geometry.template import MeshTemplate
 from ..losses.chamfer import default_chunk_size
 from ..losses import (
-    PointSet, VGGFeatures, chamfer_mask_loss, feature_chamfer_texture_loss, image_point_set, latent_nll,
-    pixel_chamfer_texture_loss, smoothness_loss,
+    PointSet, VGGFeatures, chamfer_mask_loss, contextual_loss, feature_chamfer_texture_loss, image_point_set,
+    latent_nll, masked_l1_loss, pixel_chamfer_texture_loss, smoothness_loss, soft_iou_loss,
 )
 from ..render.renderer import RenderOutput
 from ..render.settings import Renderer
@@ -171,6 +173,29 @@ class InversionObjective:
             return points
         return subsample_points(points, self.cfg.subsample_points, self.subsample_generator)
 
+    def _mask_loss(self, ndc: torch.Tensor, targets: InversionTargets) -> torch.Tensor:
+        """(B,) the mask term, unweighted: `mask_loss` chamfer (the paper's) or raster."""
+        if self.cfg.mask_loss == "raster":
+            return soft_iou_loss(self.renderer.soft_silhouette(ndc, self.template.faces), targets.masks)
+        target = targets.pixels
+        return chamfer_mask_loss(ndc[..., :2], target.positions, target_valid=target.valid, chunk_size=self.chunk_size)
+
+    def _texture_loss(self, render: RenderOutput, targets: InversionTargets) -> torch.Tensor:
+        """(B,) the pixel-level texture term, unweighted: `texture_loss` chamfer (the paper's), l1 or
+        contextual. l1 compares every pixel of the target mask with the rendering as drawn, background
+        0 where it does not cover the mask (meshinv.losses.masked_l1_loss)."""
+        c = self.cfg
+        if c.texture_loss == "l1":
+            return masked_l1_loss(render.image, targets.images, targets.masks)
+        pred = self._maybe_subsample(image_point_set(render.image, render.mask))
+        target = self._maybe_subsample(targets.pixels)
+        if c.texture_loss == "contextual":
+            return contextual_loss(pred.values, target.values, pred_valid=pred.valid, target_valid=target.valid,
+                                   bandwidth=c.contextual_bandwidth, eps=c.contextual_eps, chunk_size=self.chunk_size)
+        return pixel_chamfer_texture_loss(pred.positions, pred.values, target.positions, target.values,
+                                          pred_valid=pred.valid, target_valid=target.valid,
+                                          pruning=c.chamfer_pruning, **self.chamfer_options)
+
     def __call__(self, z: torch.Tensor, texture: torch.Tensor, mesh_map: torch.Tensor, camera: torch.Tensor,
                  targets: InversionTargets) -> ObjectiveOutput:
         """z (B, D), texture (B, 3, T, T), mesh_map (B, 3, 32, 32), camera (B, 7) -> ObjectiveOutput."""
@@ -180,15 +205,9 @@ class InversionObjective:
         render = self.template.render(self.renderer, ndc, texture, background=0.0)
         terms: dict[str, torch.Tensor] = {}
         if c.mask_weight > 0:
-            target = targets.pixels
-            terms["mask"] = c.mask_weight * chamfer_mask_loss(
-                ndc[..., :2], target.positions, target_valid=target.valid, chunk_size=self.chunk_size)
+            terms["mask"] = c.mask_weight * self._mask_loss(ndc, targets)
         if c.pixel_weight > 0:
-            pred = self._maybe_subsample(image_point_set(render.image, render.mask))
-            target = self._maybe_subsample(targets.pixels)
-            terms["pixel"] = c.pixel_weight * pixel_chamfer_texture_loss(
-                pred.positions, pred.values, target.positions, target.values,
-                pred_valid=pred.valid, target_valid=target.valid, pruning=c.chamfer_pruning, **self.chamfer_options)
+            terms["pixel"] = c.pixel_weight * self._texture_loss(render, targets)
         if c.feature_weight > 0:
             target = (self._target_features(targets.images, targets.masks) if self.recompute_target_features
                       else targets.features)

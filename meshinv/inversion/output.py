@@ -19,6 +19,8 @@ init_batch_size, loss.chunk_size, recompute_target_features), the template, the 
 checkpoint's content (sha256, so moving the file is fine), and the loss terms left out for lack of
 weights (`loss.on_missing_vgg: skip`: the same config computes another loss where VGG is missing).
 Any job key (data, limit, image_ids, batch_size, export, tensorboard, out_dir, ...) may change.
+A setting added to the algorithm after results were recorded is absent from their record; it matches
+the value that reproduces them (`ADDED_SETTINGS`), so a new option does not lock older folders out.
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ from typing import Iterator, Optional
 
 from ..data.datasets import dataset_root, detect_kind
 from ..data.sample import DataError
-from ..utils.config import flatten_config, run_only_settings
+from ..utils.config import flatten_config, run_only_settings, to_dict
 from ..utils.distributed import SINGLE_PROCESS, DistributedContext, barrier, launched_job_id, run_on_main
 from ..utils.io import file_sha256, json_text, remove_stale_temp_files, save_json
-from .config import InversionConfig
+from .config import InversionConfig, RefineConfig
 from .results import RUN_CONFIG_FILE, finished_ids, saved_run_config
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,18 @@ _RANK_PART = re.compile(r"(summary|log)\.rank\d+\.(json|txt)")  # rank_file()'s 
 _MAX_NAME_BYTES = 255         # the longest file name common file systems take
 _CHECKPOINT_KEY = "generator checkpoint sha256"
 _LEFT_OUT_KEY = "loss terms left out for lack of weights"
+# Algorithm settings added after results were first recorded, each with the value that computes what
+# was computed before it existed: a record without the key was made with that value.
+ADDED_SETTINGS: dict[str, object] = {
+    "inversion.select_shortlist": 0,
+    "inversion.select_prescore_size": None,
+    "inversion.loss.texture_loss": "chamfer",
+    "inversion.loss.mask_loss": "chamfer",
+    "inversion.loss.contextual_bandwidth": 0.5,
+    "inversion.loss.contextual_eps": 1e-5,
+    # the refinement (off) and its knobs
+    **{f"inversion.refine.{key}": value for key, value in flatten_config(to_dict(RefineConfig())).items()},
+}
 
 
 class OutputFolderError(RuntimeError):
@@ -248,14 +262,18 @@ class OutputFolder:
         """The resume guard (see the module doc): raise OutputFolderError naming every setting that
         differs from those of the finished results in OUT; otherwise record the current ones.
         left_out: loss terms left out for lack of weights (compared too)."""
+        self.check_and_record(result_settings(config, file_sha256(checkpoint), left_out))
+
+    def check_and_record(self, current: dict[str, object]) -> None:
+        """The resume guard on result settings already computed (result_settings)."""
         self._require_lock()
-        current = result_settings(config, file_sha256(checkpoint), left_out)
         previous = self.recorded_settings()
         finished = self.finished_ids()
         if finished and previous is None:
             log.warning("%s holds %d results but no record of their settings: they are kept as they are",
                         self.path, len(finished))
         elif finished:
+            previous = {**ADDED_SETTINGS, **previous}
             keys = previous.keys() | current.keys()
             if _CHECKPOINT_KEY not in previous:  # an older folder: its checkpoint content is unknown
                 keys.discard(_CHECKPOINT_KEY)

@@ -58,6 +58,10 @@ class InversionRecord:
     crop          the crop the input was cut with (CropConfig as a dict, meshinv.utils.config.to_dict),
                   so that evaluation cuts ground truth the same way; None in results written
                   before it was recorded (evaluation then reads the run's config.yaml)
+    refine        what the refinement after the inversion did (meshinv/inversion/refine.py:
+                  Refinement.info): texture, shape, seconds, iou_before, iou_after, ...; {} when it
+                  was off (and in results written before it existed). texture, mesh_map, vertices and
+                  iou are then the refined result's, losses still the inversion's
     """
 
     image_id: str
@@ -77,6 +81,7 @@ class InversionRecord:
     camera_source: str = ""
     camera_init_score: float = float("nan")
     crop: Optional[dict] = None
+    refine: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -120,6 +120,64 @@ class ResultWriter:
             save_gif(folder / "turntable.gif", frames, export.turntable_ms_per_frame)
         record.save(folder / RESULT_FILE)
 
+    def try_write(self, folder: Path, record: InversionRecord, prepared: PreparedSample, render: torch.Tensor,
+                  render_mask: torch.Tensor) -> Optional[str]:
+        """write(), or why this image's outputs could not be made. An OSError (disk full,
+        permissions) is the folder's, not the image's: it is raised."""
+        try:
+            self.write(folder, record, prepared, render, render_mask)
+        except OSError:
+            raise
+        except Exception as err:  # noqa: BLE001 -- one image's outputs could not be made
+            return f"writing the results failed: {error_reason(err)}"
+        return None
+
+
+def read_sample(dataset: ImageDataset, index: int, image_size: int) -> Sample:
+    """Sample `index` of the dataset as the inversion takes it (cropped at the working resolution
+    `image_size`); a DataError naming the image when it cannot be used (wrong size, non-finite
+    values, a mask empty after cropping)."""
+    sample = dataset[index]
+    if sample.image.shape[-2:] != (image_size, image_size):
+        raise DataError(f"{sample.source}: the dataset gives {tuple(sample.image.shape[-2:])} crops but "
+                        f"inversion.crop.img_size is {image_size}")
+    if not torch.isfinite(sample.image).all():
+        raise DataError(f"{sample.source}: the image has NaN or infinite values")
+    if sample.mask.sum() == 0:
+        raise DataError(f"{sample.source}: the mask is empty after cropping")
+    return sample
+
+
+def summary_entry(record: InversionRecord) -> dict:
+    """One finished image's line in summary.json."""
+    entry = {"status": "done", "iou": record.iou, "loss": record.losses.get("total"), "seconds": record.seconds}
+    if record.camera_source:
+        entry["camera_init"] = record.camera_source
+    if math.isfinite(record.camera_init_score):
+        entry["camera_init_score"] = record.camera_init_score
+    return entry
+
+
+def summary_of(entries: dict[str, dict], data: str, checkpoint: str, image_size: int, left_out: dict,
+               random_weights: dict) -> dict:
+    """summary.json's content: the account of every image's entry (summary_entry, or a failure's
+    {status: failed, reason})."""
+    done = {k: v for k, v in entries.items() if v["status"] == "done"}
+    failed = {k: v for k, v in entries.items() if v["status"] == "failed"}
+    ious = [v["iou"] for v in done.values()]
+    # (a summary on disk holds null for a time that was not measured)
+    seconds = [v["seconds"] for v in done.values() if isinstance(v.get("seconds"), float)
+               and math.isfinite(v["seconds"])]
+    return {
+        "data": data, "checkpoint": checkpoint, "image_size": image_size,
+        "done": len(done), "failed": len(failed),
+        "mean_iou": float(np.mean(ious)) if ious else None,
+        "seconds_per_image": float(np.mean(seconds)) if seconds else None,
+        # what this loss differs from the paper's by: {term: why}
+        "left_out": left_out, "random_weights": random_weights,
+        "images": dict(sorted(entries.items())),
+    }
+
 
 class MissingInputsError(FileNotFoundError):
     """What a job needs and does not have, every piece at once (raised before any work)."""
@@ -259,15 +317,7 @@ class InversionRun:
     def _prepare(self, index: int, image_id: str) -> Optional[PreparedSample]:
         try:
             self.output.result_folder(image_id)  # refuses an id that cannot name a folder in OUT
-            sample = self.dataset[index]
-            size = self.image_size
-            if sample.image.shape[-2:] != (size, size):
-                raise DataError(f"{sample.source}: the dataset gives {tuple(sample.image.shape[-2:])} crops but "
-                                f"inversion.crop.img_size is {size}")
-            if not torch.isfinite(sample.image).all():
-                raise DataError(f"{sample.source}: the image has NaN or infinite values")
-            if sample.mask.sum() == 0:
-                raise DataError(f"{sample.source}: the mask is empty after cropping")
+            sample = read_sample(self.dataset, index, self.image_size)
             if self.camera_predictor is not None:
                 return PreparedSample(sample, None, "predictor")  # filled per batch
             try:
@@ -371,17 +421,14 @@ class InversionRun:
                 losses=result.losses[i], init_loss=float(result.init_loss[i]),
                 seconds=seconds + prepared.camera_seconds, source=sample.source,
                 camera_source=prepared.camera_source, camera_init_score=prepared.camera_score,
-                crop=to_dict(self.inverter.cfg.crop),
+                crop=to_dict(self.inverter.cfg.crop), refine=result.refine[i] if result.refine else {},
             )
-            try:
-                self.writer.write(self.output.result_folder(sample.image_id), record, prepared, result.render[i],
-                                  result.render_mask[i])
-            except OSError:
-                raise
-            except Exception as err:  # noqa: BLE001 -- one image's outputs could not be made
-                self._fail(sample.image_id, f"writing the results failed: {error_reason(err)}")
+            problem = self.writer.try_write(self.output.result_folder(sample.image_id), record, prepared,
+                                            result.render[i], result.render_mask[i])
+            if problem is not None:
+                self._fail(sample.image_id, problem)
                 continue
-            self.entries[sample.image_id] = self._entry(record)
+            self.entries[sample.image_id] = summary_entry(record)
 
     def _invert_and_save(self, batch: list[PreparedSample]) -> None:
         if self.camera_predictor is not None and any(p.camera is None for p in batch):
@@ -401,15 +448,6 @@ class InversionRun:
                 self._invert_and_save([prepared])
             return
         self._save_batch(batch, result)
-
-    @staticmethod
-    def _entry(record: InversionRecord) -> dict:
-        entry = {"status": "done", "iou": record.iou, "loss": record.losses.get("total"), "seconds": record.seconds}
-        if record.camera_source:
-            entry["camera_init"] = record.camera_source
-        if math.isfinite(record.camera_init_score):
-            entry["camera_init_score"] = record.camera_init_score
-        return entry
 
     def _previous_entries(self, selected: set[str]) -> dict[str, dict]:
         """Every image already accounted for in OUT: the previous summary's failures, and an entry per
@@ -433,7 +471,7 @@ class InversionRun:
                 entries[image_id] = known
                 continue
             try:
-                entries[image_id] = self._entry(load_record(self.output.path / image_id))
+                entries[image_id] = summary_entry(load_record(self.output.path / image_id))
             except Exception as err:  # noqa: BLE001 -- damaged: redone when selected
                 entries[image_id] = {"status": "failed", "reason": f"damaged result ({error_reason(err)})",
                                      "damaged": True}
@@ -442,21 +480,8 @@ class InversionRun:
     def write_summary(self, path: Optional[Path] = None) -> dict:
         """The account of self.entries, written to `path` (default: summary.json, or this rank's part
         of it under torchrun)."""
-        done = {k: v for k, v in self.entries.items() if v["status"] == "done"}
-        failed = {k: v for k, v in self.entries.items() if v["status"] == "failed"}
-        ious = [v["iou"] for v in done.values()]
-        # (a summary on disk holds null for a time that was not measured)
-        seconds = [v["seconds"] for v in done.values() if isinstance(v.get("seconds"), float)
-                   and math.isfinite(v["seconds"])]
-        summary = {
-            "data": self.data_name, "checkpoint": self.job.checkpoint, "image_size": self.image_size,
-            "done": len(done), "failed": len(failed),
-            "mean_iou": float(np.mean(ious)) if ious else None,
-            "seconds_per_image": float(np.mean(seconds)) if seconds else None,
-            # what this loss differs from the paper's by: {term: why}
-            "left_out": self.inverter.left_out, "random_weights": self.inverter.random_weights,
-            "images": dict(sorted(self.entries.items())),
-        }
+        summary = summary_of(self.entries, self.data_name, self.job.checkpoint, self.image_size,
+                             self.inverter.left_out, self.inverter.random_weights)
         save_json(path or self.account_path, summary)
         return summary
 
