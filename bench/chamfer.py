@@ -2,6 +2,11 @@
 
     python bench/chamfer.py [--repeats N] [--dense-repeats N] [--device cpu|cuda] [--threads N] [--batch B]
                             [--skip-chunk-sweep]
+    python bench/chamfer.py --pruning [--sizes 96,256] [--images N] [--repeats N] [--device D] [--threads N]
+                            [--baseline FILE]
+
+--pruning compares the pruned texture search with the unpruned exact one (exact=True) on real renders
+and targets instead; see pruning_benchmark.
 
 Both implementations get the same point sets in one process. The inputs come from two 256 x 256
 masks (target and "rendering": blobs covering ~26% of the frame, ~17k foreground pixels each) and
@@ -28,10 +33,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import importlib.util
 import math
 import statistics
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -41,14 +49,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import cpu_model  # noqa: E402
+from meshinv.config import ExperimentConfig  # noqa: E402
+from meshinv.data.preprocess import CropConfig  # noqa: E402
+from meshinv.data.synthetic import SyntheticDataset  # noqa: E402
+from meshinv.datagen.synthetic import write_split  # noqa: E402
+from meshinv.geometry.camera import WeakPerspectiveCamera  # noqa: E402
+from meshinv.geometry.template import build_template  # noqa: E402
+from meshinv.inversion import CameraInitConfig, perturb_camera  # noqa: E402
+from meshinv.losses import chamfer  # noqa: E402
 from meshinv.losses import (  # noqa: E402
     DEFAULT_CHUNK_SIZE,
+    SpatialWeighting,
+    VGGFeatures,
     chamfer_mask_loss,
     feature_chamfer_texture_loss,
     image_point_set,
+    nearest_neighbours,
     pixel_chamfer_texture_loss,
     point_set_from_mask,
 )
+from meshinv.models import load_generator  # noqa: E402
+from meshinv.render import make_renderer  # noqa: E402
+from meshinv.utils.config import load_config  # noqa: E402
 
 XY_THRESHOLD, XY_K, XY_ALPHA, RGB_EPS = 0.16, 1.0, 1.0, 1.0
 MiB = 1024 * 1024
@@ -206,6 +228,128 @@ def stack(point_sets, field):
     return torch.cat(padded)
 
 
+# -- pruned against unpruned search on real renders and targets -------------------------------------
+
+# The nearby camera of the renderings: what inversion starts from on the synthetic data when the
+# camera is perturbed (configs' camera_init noise), a few degrees and pixels off.
+NEARBY_CAMERA = CameraInitConfig(noise_rotation_deg=10.0, noise_translation=0.02, noise_scale=0.05)
+
+
+def real_pairs(size: int, images: int, config: str, checkpoint: str, data: str | None, seed: int = 0):
+    """Yield (name, prediction image, prediction mask, target image, target mask) at size x size.
+
+    Targets: the first `images` synthetic test images, cropped as inversion crops them (from `data`,
+    or generated into a temporary folder: the generator is deterministic, so these are the images of
+    datasets/synthetic/test). Predictions, each at a camera NEARBY_CAMERA away from the target's:
+    the shipped prior's rendering of a random z of the image's class (what scoring the z candidates
+    sees), and the image's own ground-truth mesh and texture (what a converged inversion renders).
+    """
+    cfg = load_config(ExperimentConfig, config)
+    template = build_template(cfg.template)
+    generator = load_generator(checkpoint, template=cfg.template, model=cfg.model)
+    renderer = make_renderer(size)
+    with tempfile.TemporaryDirectory() as scratch:
+        split = Path(data) if data else write_split(replace(cfg.synthetic, out_dir=scratch), "test", images)
+        dataset = SyntheticDataset(split, CropConfig(img_size=size, mask_threshold=0.95))
+        noise = torch.Generator().manual_seed(seed)
+        for index in range(images):
+            sample = dataset[index]
+            camera = perturb_camera(sample.camera, NEARBY_CAMERA, noise)[None]
+            with torch.no_grad():
+                z = torch.randn(1, generator.latent_dim, generator=noise)
+                texture, mesh_map = generator(z, torch.tensor([sample.class_id]))
+                prior = template.render(renderer, WeakPerspectiveCamera.from_tensor(camera).transform(
+                    template.vertex_positions(mesh_map)), texture, background=0.0)
+                truth = template.render(renderer, WeakPerspectiveCamera.from_tensor(camera).transform(
+                    sample.gt["vertices"][None]), sample.gt["texture"][None].float(), background=0.0)
+            for name, render in (("prior, random z", prior), ("ground-truth mesh", truth)):
+                yield (f"{sample.image_id}, {name}", render.image, render.mask, sample.image[None],
+                       sample.mask[None])
+
+
+def load_baseline(path: str):
+    """nearest_neighbours of another version of meshinv/losses/chamfer.py (e.g. today's, written out
+    by `git show <commit>:meshinv/losses/chamfer.py > FILE`), imported beside meshinv.losses."""
+    spec = importlib.util.spec_from_file_location("meshinv.losses._baseline_chamfer", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def pruning_benchmark(args, device: torch.device) -> None:
+    """Pairs evaluated and time of the nearest-neighbour search of the pixel and feature texture
+    terms, on the same inputs in one process: the unpruned exact search (exact=True), the search as
+    the losses run it ("pruned"; pixel: pruning=True, which prunes, exactly, from
+    chamfer.PRUNE_MIN_REFERENCES reference points on and below runs the search by tile cost;
+    feature: the search by tile cost), pruned whatever the size ("forced", PRUNE_MIN_REFERENCES = 0), and, with
+    --baseline FILE, another version's search (today's, for instance). The pixel term is prediction
+    -> target over all foreground pixels, the feature term both directions over VGG-19 cells (random
+    weights when the ImageNet file is absent: other values, the same work). Pair counts are
+    deterministic; times are medians of --repeats searches after one warm-up. Every pruned variant
+    must pick the same partner for every point as the unpruned exact search (the search by tile cost
+    and the baseline are not checked: they may break near-ties differently)."""
+    weighting = SpatialWeighting(XY_THRESHOLD, XY_K, XY_ALPHA, RGB_EPS)
+    vgg = VGGFeatures(allow_random_weights=True).to(device)
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    print(f"device: {device}, {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"chunk_size {DEFAULT_CHUNK_SIZE}, {weighting}, PRUNE_MIN_REFERENCES {chamfer.PRUNE_MIN_REFERENCES}")
+    variants = ["unpruned", "pruned", "forced"] + (["baseline"] if baseline else [])
+    print("| size | case | term | P x Q | " + " | ".join(f"{v} pairs | {v} ms" for v in variants) + " |")
+    print("|---" * (4 + 2 * len(variants)) + "|")
+    totals = {}
+    for size in args.sizes:
+        for name, image, mask, target_image, target_mask in real_pairs(size, args.images, args.config,
+                                                                       args.checkpoint, args.data):
+            image, mask = image.to(device), mask.to(device)
+            target_image, target_mask = target_image.to(device), target_mask.to(device)
+            with torch.no_grad():
+                terms = {"pixel": (image_point_set(image, mask), image_point_set(target_image, target_mask), False),
+                         "feature": (vgg.point_set(image, mask), vgg.point_set(target_image, target_mask), True)}
+            for term, (pred, target, both) in terms.items():
+                inputs = dict(query_valid=pred.valid, reference_valid=target.valid, query_pos=pred.positions,
+                              reference_pos=target.positions, weighting=weighting, both_directions=both)
+                row = {}
+                for variant in variants:
+                    module, options = chamfer, {"pruning": variant != "unpruned" and (term == "pixel"
+                                                                                     or variant == "forced"),
+                                                "exact": variant == "unpruned"}
+                    if variant == "baseline":
+                        module, options = baseline, {}
+                    minimum_references = chamfer.PRUNE_MIN_REFERENCES
+                    chamfer.PRUNE_MIN_REFERENCES = 0 if variant == "forced" else minimum_references
+                    try:
+                        def search():
+                            return module.nearest_neighbours(pred.values, target.values, **inputs, **options)
+                        result = search()
+                        row[variant] = (int(result.pairs.sum()) if variant != "baseline" else None,
+                                        median_ms(search, args.repeats, device))
+                    finally:
+                        chamfer.PRUNE_MIN_REFERENCES = minimum_references
+                    if variant == "unpruned":
+                        reference = result
+                    elif (variant == "forced" or variant == "pruned" and options["pruning"]
+                          and chamfer.can_prune(weighting, target.values.shape[1])) and not (
+                            torch.equal(result.query_to_reference, reference.query_to_reference)
+                            and (not both or torch.equal(result.reference_to_query, reference.reference_to_query))):
+                        raise AssertionError(f"{size} px, {name}, {term}: {variant} and unpruned searches differ")
+                total = totals.setdefault((size, term), {v: [0, 0.0] for v in variants})
+                for variant, (pairs, ms) in row.items():
+                    total[variant][0] += pairs or 0
+                    total[variant][1] += ms
+                cells = " | ".join(f"{pairs:,} | {ms:.1f}" if pairs is not None else f"- | {ms:.1f}"
+                                   for pairs, ms in row.values())
+                print(f"| {size} | {name} | {term} | {int(pred.counts.sum())} x {int(target.counts.sum())} | "
+                      f"{cells} |", flush=True)
+    for (size, term), total in totals.items():
+        pairs, ms = total["unpruned"]
+        summary = ", ".join(f"{v} {t[0] / pairs:.2f} of the pairs in {t[1]:.0f} ms ({ms / t[1]:.2f}x)"
+                            for v, t in total.items() if v not in ("unpruned", "baseline"))
+        if baseline:
+            summary += f"; baseline {total['baseline'][1]:.0f} ms"
+        print(f"all {size} px {term}: unpruned {ms:.0f} ms; {summary}")
+
+
 # -- the benchmark ---------------------------------------------------------------------------------
 
 def main() -> None:
@@ -216,10 +360,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="images in the batched full-resolution case")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--skip-chunk-sweep", action="store_true")
+    parser.add_argument("--pruning", action="store_true", help="pruned vs unpruned search on real renders")
+    parser.add_argument("--sizes", type=lambda text: [int(x) for x in text.split(",")], default=[96, 256],
+                        help="--pruning: image sizes")
+    parser.add_argument("--images", type=int, default=2, help="--pruning: synthetic test images per size")
+    parser.add_argument("--data", default=None, help="--pruning: a synthetic split folder (default: generate)")
+    parser.add_argument("--config", default="configs/synthetic.yaml", help="--pruning: template and data settings")
+    parser.add_argument("--checkpoint", default="pretrained/synthetic_prior_ours.pt", help="--pruning: the prior")
+    parser.add_argument("--baseline", default=None, help="--pruning: another chamfer.py to time beside ours")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.pruning:
+        pruning_benchmark(args, device)
+        return
     if device.type == "cpu" and not release_free_heap_memory():
         print("warning: malloc_trim unavailable; CPU peak memory figures may be too low")
 

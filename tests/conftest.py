@@ -177,6 +177,7 @@ NUMERIC_TESTS = (
     "test_selection.py", "test_appearance_metrics.py", "test_ablation_losses.py",
     "test_refine.py::test_the_texture_stage", "test_refine.py::test_the_texture_strength", "test_refine.py::test_the_shape_stage",
     "test_refine.py::test_the_inversion_reports",
+    "test_chamfer_pruning.py",
 )
 
 

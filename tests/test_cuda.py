@@ -37,6 +37,7 @@ from test_fid import results as fid_results  # noqa: F401 -- fixture: 3 syntheti
 from test_inversion import _script as invert_args
 from test_inversion import split as inversion_split  # noqa: F401 -- fixture: 4 synthetic test images
 from test_inversion import tiny_generator as tiny_prior
+from test_chamfer_pruning import dense_first_minimisers, point_sets
 from test_losses import dense_texture_cost, random_sets
 from test_pretrain import TINY_MODEL, _run_script as run_pretrain, _script_args as pretrain_args
 from test_pretrain import pseudogt  # noqa: F401 -- fixture: 8 training images and their pseudo-GT
@@ -47,7 +48,8 @@ from meshinv.losses import (
     SpatialWeighting, chamfer_mask_loss, feature_chamfer_texture_loss, feature_point_set, image_point_set,
     nearest_neighbours, pixel_chamfer_texture_loss, point_set_from_mask,
 )
-from meshinv.losses.chamfer import _min_along_rows
+from meshinv.losses import chamfer
+from meshinv.losses.chamfer import _MINIMA_GROUP, _min_along_rows, _row_minima
 from meshinv.models import ConvMeshGenerator, PatchDiscriminator, UVDiscriminator, load_generator
 from meshinv.models import save_generator_checkpoint
 from meshinv.models.camera import CameraPredictor, load_camera_predictor, save_camera_predictor
@@ -189,6 +191,24 @@ def test_chamfer_losses_and_nearest_neighbours_agree_with_the_cpu():
     values, indices = _min_along_rows(cost.to(CUDA_DEVICE))
     expected = cost.min(dim=2)
     assert torch.equal(values.cpu(), expected.values) and torch.equal(indices.cpu(), expected.indices)
+    # The exact search: its tiles' grouped minima equal torch's on the device, and among exactly tied
+    # partners (pixel centres, colours on 5 levels) it takes the first, as a dense search does.
+    cost = torch.randint(0, 20, (2, 128, 256), generator=g).double()
+    for tile in (cost, cost.transpose(1, 2)):
+        row_min, group_min = _row_minima(tile.to(CUDA_DEVICE))
+        assert torch.equal(row_min.cpu(), tile.amin(dim=2))
+        assert torch.equal(group_min.cpu(), tile.reshape(2, tile.shape[1], -1, _MINIMA_GROUP).amin(dim=3))
+    tied = point_sets("grid", 0, [600, 350], [700, 500], 3, torch.float32)
+    dense = dense_first_minimisers(*tied, weighting, True)
+    for pruning in (False, True):
+        with pytest.MonkeyPatch.context() as patch:  # prune sets this small too
+            patch.setattr(chamfer, "PRUNE_MIN_REFERENCES", 2 * chamfer._REFERENCE_BLOCK)
+            found = nearest_neighbours(*on_device(*tied[:2]), query_valid=tied[2].to(CUDA_DEVICE),
+                                       reference_valid=tied[3].to(CUDA_DEVICE), query_pos=tied[4].to(CUDA_DEVICE),
+                                       reference_pos=tied[5].to(CUDA_DEVICE), weighting=weighting,
+                                       both_directions=True, chunk_size=chunk, pruning=pruning, exact=True)
+        assert torch.equal(found.query_to_reference.cpu(), dense[0]), f"ties, pruning={pruning}"
+        assert torch.equal(found.reference_to_query.cpu(), dense[1]), f"ties, pruning={pruning}"
 
 
 def test_generator_and_discriminators_agree_with_the_cpu():

@@ -513,9 +513,9 @@ def test_the_resume_guard_compares_exactly_what_decides_a_result(tmp_path):
         for change in ({"limit": 1}, {"batch_size": 2}, {"image_ids": ["x"]}, {"tensorboard": True},
                        {"out_dir": "elsewhere"}, {"data": "other"}, {"checkpoint": str(copy)},
                        {"export": ExportConfig(turntable_size=64, turntable_frames=8, mesh=False)},
-                       # and speed-only algorithm keys: how much is computed at once, not what
+                       # and speed-only algorithm keys: how much is computed at once (or pruned), not what
                        {"init_batch_size": 7, "recompute_target_features": True,
-                        "loss": InversionLossConfig(chunk_size=1000)}):
+                        "loss": InversionLossConfig(chunk_size=1000, chamfer_pruning=False)}):
             out.check_and_record_settings(experiment(**change), copy)
         # Algorithm settings may not, and the refusal names each key.
         for change, key in (({"iterations": [1, 2, 3, 4]}, "inversion.iterations"),

@@ -8,7 +8,8 @@ Two halves, one flat YAML section (`inversion:`):
 InversionConfig has the fields of both; `.algorithm` and `.job` give each half. The resume guard
 (meshinv/inversion/output.py) compares the algorithm and ignores the settings a class lists in
 `RUN_ONLY`: every job key (derived from InversionJob's fields), and the algorithm's keys that change
-how much is computed at once, not what (results agree up to float rounding).
+how much is computed at once, or which pairs a Chamfer search visits, not what (results agree up to
+float rounding).
 
 Each class's `validate()` checks its own settings and its parts' with the shared helpers
 (meshinv/utils/config.py), naming keys relative to itself; `validate_inversion` checks a section on
@@ -81,6 +82,11 @@ class InversionLossConfig:
     # The original subsamples 8192 points per side at random each step; None uses every point.
     subsample_points: Optional[int] = None
     chunk_size: Optional[int] = None  # pairs per tile of the nearest-neighbour search (None: the device's default)
+    # From 3072 target pixels on (chamfer.PRUNE_MIN_REFERENCES; not at the default 96 px), the pixel
+    # term's search skips pairs that a spatial bound shows cannot be nearest, and so decides by the
+    # exact pair cost: against the unpruned search (by tile cost) only near-tie choices can change, by
+    # float rounding. Below that, and with False, the search is the same either way.
+    chamfer_pruning: bool = True
     vgg_weights: Optional[str] = None      # default: vgg19-dcbb9e9d.pth from the pretrained folders, else fetched
     # With feature_weight > 0 and the VGG-19 weights neither on this machine nor fetchable: "error"
     # stops the run before any work; "skip" leaves the feature term out, logged loudly and recorded
@@ -98,7 +104,7 @@ class InversionLossConfig:
     contextual_bandwidth: float = 0.5
     contextual_eps: float = 1e-5
 
-    RUN_ONLY = ("chunk_size",)  # how much is computed at once, not what
+    RUN_ONLY = ("chunk_size", "chamfer_pruning")  # how the searches run, not what they find
 
     def validate(self) -> None:
         weights = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)]

@@ -193,7 +193,8 @@ class InversionObjective:
             return contextual_loss(pred.values, target.values, pred_valid=pred.valid, target_valid=target.valid,
                                    bandwidth=c.contextual_bandwidth, eps=c.contextual_eps, chunk_size=self.chunk_size)
         return pixel_chamfer_texture_loss(pred.positions, pred.values, target.positions, target.values,
-                                          pred_valid=pred.valid, target_valid=target.valid, **self.chamfer_options)
+                                          pred_valid=pred.valid, target_valid=target.valid,
+                                          pruning=c.chamfer_pruning, **self.chamfer_options)
 
     def __call__(self, z: torch.Tensor, texture: torch.Tensor, mesh_map: torch.Tensor, camera: torch.Tensor,
                  targets: InversionTargets) -> ObjectiveOutput:
