@@ -363,7 +363,7 @@ class Inverter:
         vertices, render, render_mask, refined = out.vertices, out.render.image, out.render.mask, []
         if self.cfg.refine.enabled:  # the losses stay the inversion's; the rest is the refined result's
             refinement = refine_batch(images, masks, final_camera, mesh_map, texture, self.template, self.cfg.refine,
-                                      self.renderer, self.objective.chunk_size)
+                                      self.renderer, self.objective.chunk_size, targets.pixels)
             mesh_map, vertices, texture = refinement.mesh_map, refinement.vertices, refinement.texture
             render, render_mask, iou, refined = (refinement.render, refinement.render_mask, refinement.iou,
                                                  refinement.info)

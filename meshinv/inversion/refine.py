@@ -187,12 +187,13 @@ def refine_texture(images: torch.Tensor, masks: torch.Tensor, cameras: torch.Ten
 
 def refine_batch(images: torch.Tensor, masks: torch.Tensor, cameras: torch.Tensor, mesh_map: torch.Tensor,
                  texture: torch.Tensor, template: MeshTemplate, cfg: RefineConfig, renderer: Renderer | None = None,
-                 chunk_size: int | None = None) -> Refinement:
+                 chunk_size: int | None = None, target: PointSet | None = None) -> Refinement:
     """Refine a batch of inverted results (module doc): images (B, 3, S, S) in [-1, 1] and masks
     (B, 1, S, S) as the inversion's targets, the final cameras (B, 7), and the generator's
     deformation map (B, 3, M, M) and texture (B, 3, T, T). Runs on the inputs' device; the template
     must be there too. `renderer` draws S x S (made when None); chunk_size: the Chamfer search's
-    tiles (the device's default when None)."""
+    tiles (the device's default when None); target: the masks' pixel point set, when the caller has
+    it already (the inversion's targets.pixels)."""
     start = time.perf_counter()
     device, batch = texture.device, texture.shape[0]
     images, masks = images.to(device, texture.dtype), masks.to(device)
@@ -211,7 +212,7 @@ def refine_batch(images: torch.Tensor, masks: torch.Tensor, cameras: torch.Tenso
     _, iou_before = draw(vertices, texture)
     info = [{"texture": cfg.texture, "shape": cfg.shape} for _ in range(batch)]
     if cfg.shape:
-        target = image_point_set(images, masks)
+        target = target if target is not None else image_point_set(images, masks)
         with torch.enable_grad():
             mesh_map, before, after = refine_shape(mesh_map, cameras, target, template, cfg, chunk_size)
         with torch.no_grad():

@@ -32,7 +32,8 @@ from .config import validate_inversion
 from .output import ADDED_SETTINGS, SUMMARY_FILE, OutputFolder, OutputFolderError, result_settings
 from .refine import refine_batch
 from .results import RUN_CONFIG_FILE, InversionRecord, load_record, saved_run_config
-from .run import PreparedSample, ResultWriter, open_job_dataset, read_sample, summary_entry, summary_of
+from .run import (PreparedSample, ResultWriter, open_job_dataset, read_sample, selected_indices, summary_entry,
+                  summary_of)
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,9 @@ class RefineJob:
             save_config(self.cfg, self.output.path / RUN_CONFIG_FILE)
             return self._run(source, run_summary)
 
-    def _selected(self) -> list[int]:
-        ids = self.dataset.image_ids()
-        wanted = set(self.inv.image_ids)
-        indices = [i for i, image_id in enumerate(ids) if not wanted or image_id in wanted]
-        return indices[: self.inv.limit] if self.inv.limit is not None else indices
-
     def _run(self, source: OutputFolder, run_summary: dict) -> dict:
         ids = self.dataset.image_ids()
-        selected = self._selected()
+        selected = selected_indices(self.dataset, self.inv.job, str(getattr(self.dataset, "root", self.inv.data_root)))
         self.left_out = run_summary.get("left_out") or {}
         self.random_weights = run_summary.get("random_weights") or {}
         in_run, done = source.finished_ids(), self.output.finished_ids()

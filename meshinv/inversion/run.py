@@ -267,6 +267,18 @@ def check_job_inputs(inv: InversionConfig, segment: SegmentConfig, out: OutputFo
     return JobInputs(dataset, checkpoint, predictions, without_masks, can_segment, vgg, left_out)
 
 
+def selected_indices(dataset: ImageDataset, job: InversionJob, data_name: str) -> list[int]:
+    """The dataset indices a job works on: its image_ids (all when empty), then its first `limit`;
+    a DataError naming the ids the dataset lacks."""
+    ids = dataset.image_ids()
+    wanted = set(job.image_ids)
+    unknown = wanted - set(ids)
+    if unknown:
+        raise DataError(f"{data_name}: no images with ids {sorted(unknown)}")
+    indices = [i for i, image_id in enumerate(ids) if not wanted or image_id in wanted]
+    return indices[: job.limit] if job.limit is not None else indices
+
+
 class InversionRun:
     """Inverts the images of a dataset into the job's output folder; see the module doc.
 
@@ -302,13 +314,7 @@ class InversionRun:
 
     # -- which images --------------------------------------------------------------------------------
     def selected_indices(self) -> list[int]:
-        ids = self.dataset.image_ids()
-        wanted = set(self.job.image_ids)
-        unknown = wanted - set(ids)
-        if unknown:
-            raise DataError(f"{self.data_name}: no images with ids {sorted(unknown)}")
-        indices = [i for i, image_id in enumerate(ids) if not wanted or image_id in wanted]
-        return indices[: self.job.limit] if self.job.limit is not None else indices
+        return selected_indices(self.dataset, self.job, self.data_name)
 
     def _fail(self, image_id: str, reason: str) -> None:
         log.warning("image %s failed: %s", image_id, reason)
