@@ -21,6 +21,7 @@ from meshinv.losses import (
     chamfer_mask_loss,
     feature_chamfer_texture_loss,
     image_point_set,
+    imagenet_normalise,
     latent_nll,
     pixel_chamfer_texture_loss,
     point_set_from_mask,
@@ -276,6 +277,27 @@ def test_vgg_loads_torchvision_weight_file(monkeypatch, tmp_path):
     mask = torch.zeros(1, 1, 8, 8)
     expected = trunk(torch.zeros(1, 3, 8, 8))
     torch.testing.assert_close(vgg(image, mask), expected)
+
+
+def test_vgg_channels_last_trunk_matches_the_plain_layout(monkeypatch, tmp_path):
+    """The trunk runs on channels-last activations for speed; features and the image's gradient
+    are those of the same weights in the plain (NCHW) layout, to float rounding."""
+    _no_weight_files(monkeypatch, tmp_path)
+    vgg = VGGFeatures(allow_random_weights=True)
+    plain = vgg19_relu3_1()
+    plain.load_state_dict(vgg.trunk.state_dict())
+    image = torch.rand(2, 3, 24, 24, dtype=torch.float64) * 2 - 1
+    mask = (torch.rand(2, 1, 24, 24) > 0.3).double()
+    vgg, plain = vgg.double(), plain.double()
+    grads = []
+    for forward in (lambda x: vgg(x, mask), lambda x: plain(imagenet_normalise(x) * mask)):
+        x = image.clone().requires_grad_(True)
+        features = forward(x)
+        features.square().sum().backward()
+        grads.append((features.detach(), x.grad))
+    assert vgg.trunk[0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-10)
 
 
 # -- regularisers --------------------------------------------------------------------------------
