@@ -372,11 +372,14 @@ def test_train_camera_and_predict_cameras_scripts_run_on_cuda(camera_data, tmp_p
     out = tmp_path / "camera"
     settings = {"camera.data": camera_data, "camera.pretrained_trunk": "false", "camera.batch_size": 4,
                 "camera.max_steps": 3, "camera.eval_every": 2, "camera.checkpoint_every": 2,
-                "camera.eval_batch_size": 4, "device": CUDA_DEVICE}
+                "camera.eval_batch_size": 4, "device": CUDA_DEVICE,
+                # Not the config's export, the shipped predictor in pretrained/, which this would overwrite.
+                "camera.export": tmp_path / "exported.pt"}
     overrides = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
     result = subprocess.run([sys.executable, "scripts/train_camera.py", "--config", "configs/synthetic.yaml",
                              "--out", str(out), *overrides], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_loads_on_a_cpu(tmp_path / "exported.pt")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 3 and summary["evaluation"]["images"] == 4
     assert all(math.isfinite(v) for v in [*summary["losses"].values(), *summary["evaluation"].values()])
