@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The paper's loss ablation, reproduced (issue 16 section 4): on the first N synthetic test images at
-# the committed settings of configs/synthetic.yaml (the shipped camera predictor's starting camera),
-# invert and evaluate with each alternative of the inversion loss (docs/method.md section 7):
+# the committed settings of configs/synthetic.yaml (the shipped camera predictor's starting camera)
+# but with the paper's mask weight (10; the config weighs it 30) and no refinement, so that the rows
+# compare the paper's losses alone, invert and evaluate with each alternative of the inversion loss
+# (docs/method.md section 7):
 #   chamfer      the paper's loss: Chamfer mask + pixel-level Chamfer texture (+ VGG feature, latent)
 #   l1           texture_loss: l1, the masked L1 in place of the pixel-level Chamfer texture term
 #   contextual   texture_loss: contextual (Mechrez et al. 2018 on the foreground colours)
@@ -55,6 +57,7 @@ run() {  # mode
   timeout "${RUN_TIMEOUT_S:-3600}" "$PY" scripts/invert.py --config configs/synthetic.yaml --data "$DATA" --out "$out" \
       --set device="$DEVICE" --set inversion.limit="$N" ${BATCH:+--set inversion.batch_size=$BATCH} \
       --set inversion.export.mesh=false --set inversion.export.turntable_frames=0 \
+      --set inversion.loss.mask_weight=10 --set inversion.refine.texture=false --set inversion.refine.shape=false \
       $settings ${EXTRA:-} --log-level WARNING
   "$PY" scripts/evaluate.py --config configs/synthetic.yaml --results "$out" --data "$DATA" --set device="$DEVICE" \
       --set evaluation.grid_rows=0 ${EVAL_EXTRA:-} --log-level WARNING && cp "$out/metrics.json" "$OUT_DIR/$1.json"
