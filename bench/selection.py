@@ -2,7 +2,8 @@
 under the cheap loss, and what each pass costs, on the same images with the same starting cameras.
 
     python bench/selection.py [--config configs/synthetic.yaml] [--images 8] [--first 0]
-                              [--prescore-size 48] [--threads 1] [--out bench/selection_results.json]
+                              [--prescore-size 48] [--image-size S] [--threads 1]
+                              [--out bench/selection_results.json]
 
 For each image it scores all `select_num` candidates under the full loss (the paper's selection)
 and under the cheap one (`Inverter.prescore_objective`: no VGG term, at --prescore-size px) from
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--first", type=int, default=0, help="index of the first test image")
     parser.add_argument("--prescore-size", type=int, default=None, help="default: the config's")
+    parser.add_argument("--image-size", type=int, default=None, help="working resolution (default: the config's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="bench/selection_results.json")
     args = parser.parse_args()
@@ -52,6 +54,8 @@ def main() -> None:
 
     cfg = load_config(ExperimentConfig, args.config)
     inv = cfg.inversion
+    if args.image_size:
+        inv.crop = replace(inv.crop, img_size=args.image_size)
     if args.prescore_size:
         inv.select_prescore_size = args.prescore_size
     generator = load_generator(inv.checkpoint, template=cfg.template, model=cfg.model)
