@@ -32,8 +32,8 @@ from .config import validate_inversion
 from .output import ADDED_SETTINGS, SUMMARY_FILE, OutputFolder, OutputFolderError, result_settings
 from .refine import refine_batch
 from .results import RUN_CONFIG_FILE, InversionRecord, load_record, saved_run_config
-from .run import (PreparedSample, ResultWriter, open_job_dataset, read_sample, selected_indices, summary_entry,
-                  summary_of)
+from .run import (PreparedSample, ResultWriter, dataset_name, open_job_dataset, read_sample, selected_indices,
+                  summary_entry, summary_of)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class RefineJob:
 
     def _run(self, source: OutputFolder, run_summary: dict) -> dict:
         ids = self.dataset.image_ids()
-        selected = selected_indices(self.dataset, self.inv.job, str(getattr(self.dataset, "root", self.inv.data_root)))
+        selected = selected_indices(self.dataset, self.inv.job)
         self.left_out = run_summary.get("left_out") or {}
         self.random_weights = run_summary.get("random_weights") or {}
         in_run, done = source.finished_ids(), self.output.finished_ids()
@@ -156,7 +156,7 @@ class RefineJob:
         return summary
 
     def _write_summary(self) -> dict:
-        summary = summary_of(self.entries, str(getattr(self.dataset, "root", self.inv.data_root)), self.inv.checkpoint,
+        summary = summary_of(self.entries, dataset_name(self.dataset, self.inv.job), self.inv.checkpoint,
                              self.image_size, self.left_out, self.random_weights)
         summary["refined_from"] = str(self.run_dir)
         save_json(self.output.path / SUMMARY_FILE, summary)

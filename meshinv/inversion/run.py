@@ -267,14 +267,19 @@ def check_job_inputs(inv: InversionConfig, segment: SegmentConfig, out: OutputFo
     return JobInputs(dataset, checkpoint, predictions, without_masks, can_segment, vgg, left_out)
 
 
-def selected_indices(dataset: ImageDataset, job: InversionJob, data_name: str) -> list[int]:
+def dataset_name(dataset: ImageDataset, job: InversionJob) -> str:
+    """How messages and summaries name a job's dataset: its root folder, else the job's data root."""
+    return str(getattr(dataset, "root", job.data_root))
+
+
+def selected_indices(dataset: ImageDataset, job: InversionJob) -> list[int]:
     """The dataset indices a job works on: its image_ids (all when empty), then its first `limit`;
     a DataError naming the ids the dataset lacks."""
     ids = dataset.image_ids()
     wanted = set(job.image_ids)
     unknown = wanted - set(ids)
     if unknown:
-        raise DataError(f"{data_name}: no images with ids {sorted(unknown)}")
+        raise DataError(f"{dataset_name(dataset, job)}: no images with ids {sorted(unknown)}")
     indices = [i for i, image_id in enumerate(ids) if not wanted or image_id in wanted]
     return indices[: job.limit] if job.limit is not None else indices
 
@@ -306,7 +311,7 @@ class InversionRun:
         self.writer = ResultWriter(inverter.template, self.job.export)
         self.entries: dict[str, dict] = {}
         self.tensorboard = None
-        self.data_name = str(getattr(dataset, "root", self.job.data_root))
+        self.data_name = dataset_name(dataset, self.job)
         self.context = context
         # Under torchrun each rank accounts for its own images in a part of the summary while it runs.
         self.account_path = self.output.path / (rank_file(SUMMARY_FILE, context.rank) if context.enabled
@@ -314,7 +319,7 @@ class InversionRun:
 
     # -- which images --------------------------------------------------------------------------------
     def selected_indices(self) -> list[int]:
-        return selected_indices(self.dataset, self.job, self.data_name)
+        return selected_indices(self.dataset, self.job)
 
     def _fail(self, image_id: str, reason: str) -> None:
         log.warning("image %s failed: %s", image_id, reason)

@@ -369,7 +369,7 @@ def _at_most(cost: torch.Tensor, threshold: torch.Tensor, group_min: Optional[to
         return t * rows + i, j, cost[t, i, j]
     size, groups = _MINIMA_GROUP, columns // _MINIMA_GROUP
     qualifies = group_min <= threshold[..., None]
-    if cost.is_contiguous():  # a group is a row of 16 values: index_select copies it in one go
+    if cost.is_contiguous():  # a group is a row of _MINIMA_GROUP values: index_select copies it in one go
         group = qualifies.reshape(-1).nonzero().squeeze(1)
         members = cost.view(-1, size).index_select(0, group)
     else:
